@@ -1,0 +1,1 @@
+"""Console entry points: thin wrappers that compose a config, instantiate and call."""

@@ -1,0 +1,32 @@
+"""User-facing errors: one line saying what is wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SegkitError(Exception):
+    """A problem with the user's input (file, value, config key); shown without a traceback."""
+
+
+def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a Hydra task so that a :class:`SegkitError` prints one line and exits 2."""
+
+    def decorate(task: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(task)
+        def wrapper(*args: object, **kwargs: object) -> T:
+            try:
+                return task(*args, **kwargs)
+            except SegkitError as error:
+                print(f"{program}: error: {error}", file=sys.stderr)
+                # SystemExit is not an Exception, so Hydra lets it through with this code.
+                raise SystemExit(2) from None
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,74 @@
+"""``segkit-train``: compose a config, then fit (and test) a segmentation model.
+
+Examples::
+
+    segkit-train                                   # U-Net on the built-in shapes data
+    segkit-train model.base_width=32 trainer.max_epochs=20
+    segkit-train experiment=unet_shapes trainer=gpu
+    segkit-train -m data.seed=1,2 debug=fdr        # a Hydra multirun
+    segkit-train --help                            # config groups and options
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
+from segkit.cli.config_dir import config_dir
+from segkit.cli.errors import SegkitError, exit_on_user_error
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``None``, ``"last"`` (this run dir's ``checkpoints/last.ckpt``) or an existing file."""
+    if ckpt_path is None:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise SegkitError(
+            f"ckpt_path={ckpt_path} : no checkpoint at {path}; pass an existing .ckpt file "
+            "(runs keep them in <run dir>/checkpoints/) or leave ckpt_path unset"
+        )
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``; return the final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate_model(cfg.model, datamodule)
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    if trainer.is_global_zero and trainer.loggers:
+        log_run_config(cfg, model, trainer.loggers)
+
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # fast_dev_run and runs without checkpoints test the weights in memory.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@exit_on_user_error("segkit-train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point; returns the optimised metric for sweepers (e.g. Optuna)."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if HydraConfig.initialized():
+        print(f"segkit-train: run directory {HydraConfig.get().runtime.output_dir}")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

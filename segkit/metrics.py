@@ -1,0 +1,93 @@
+"""Segmentation metrics from one dataset-level confusion matrix.
+
+Every score is derived from a single confusion matrix accumulated over a whole split (and
+summed across DDP ranks by torchmetrics), with the FCN authors' definitions
+(shelhamer/fcn.berkeleyvision.org ``score.py``). Per-batch IoUs are never averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All segmentation scores of a confusion matrix (rows = ground truth, cols = prediction).
+
+    Returns ``pixel_acc``, ``mean_acc``, ``mIoU``, ``fwIoU`` (scalars) and ``IoU``, ``acc``
+    (per class; NaN for a class that is absent from both ground truth and prediction, and such
+    a class is left out of the means). Computed in float64.
+
+    Example:
+        >>> hist = torch.tensor([[3, 1], [0, 4]])
+        >>> round(scores_from_confusion(hist)["mIoU"].item(), 4)
+        0.775
+    """
+    hist = hist.to(torch.float64)
+    diag = hist.diagonal()
+    gt_count = hist.sum(dim=1)
+    pred_count = hist.sum(dim=0)
+    total = hist.sum()
+    # 0/0 -> NaN marks "not present", which nanmean then skips, as in the reference code.
+    acc = diag / gt_count
+    iou = diag / (gt_count + pred_count - diag)
+    freq = gt_count / total
+    present = freq > 0
+    return {
+        "pixel_acc": diag.sum() / total,
+        "mean_acc": acc.nanmean(),
+        "mIoU": iou.nanmean(),
+        "fwIoU": (freq[present] * iou[present]).sum(),
+        "IoU": iou,
+        "acc": acc,
+    }
+
+
+class SegmentationMetrics(MulticlassConfusionMatrix):
+    """torchmetrics confusion matrix over valid pixels whose ``compute`` returns every score.
+
+    ``update`` takes logits ``(N, C, H, W)`` or class indices ``(N, H, W)`` and targets
+    ``(N, H, W)``; target pixels equal to ``ignore_index`` or outside ``[0, C)`` are ignored.
+
+    Example:
+        >>> metric = SegmentationMetrics(num_classes=2)
+        >>> metric.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 1], [255, 0]]]))
+        >>> metric.compute()["pixel_acc"].item()
+        0.6666666666666666
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = 255,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        # validate_args=False: the checks scan every pixel each step; we filter labels here.
+        super().__init__(num_classes=num_classes, ignore_index=None, validate_args=False)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes={num_classes}"
+            )
+        self.segmentation_ignore_index = ignore_index
+        self.class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        if preds.is_floating_point() and preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        valid = (target >= 0) & (target < self.num_classes)
+        if self.segmentation_ignore_index is not None:
+            valid &= target != self.segmentation_ignore_index
+        super().update(preds[valid], target[valid])
+
+    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return scores_from_confusion(self.confmat)
+
+    def as_log_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Scalars to log: ``{prefix}/mIoU``, ``pixel_acc``, ``mean_acc``, ``fwIoU``, ``IoU/<name>``."""
+        scores = self.compute()
+        logged = {f"{prefix}/{k}": scores[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")}
+        for name, value in zip(self.class_names, scores["IoU"]):
+            logged[f"{prefix}/IoU/{name}"] = value
+        return logged

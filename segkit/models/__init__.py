@@ -1,0 +1,6 @@
+"""LightningModules: one base (loss, metrics, optimiser, logging) and one per architecture."""
+
+from segkit.models.base import SegmentationModule
+from segkit.models.unet import UNetModule
+
+__all__ = ["SegmentationModule", "UNetModule"]

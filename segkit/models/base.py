@@ -1,0 +1,133 @@
+"""The LightningModule every segkit architecture inherits: loss, metrics, optimiser, logging.
+
+A subclass only builds ``self.net`` (a plain ``torch.nn.Module`` from :mod:`segkit.nets` that
+maps ``(N, C_in, H, W)`` images to ``(N, num_classes, H, W)`` logits) and calls
+``self.save_hyperparameters(ignore=NOT_HPARAMS, logger=False)`` in its ``__init__`` (segkit-train
+logs the whole run config instead), so that
+``load_from_checkpoint(path)`` rebuilds it with no extra arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric
+
+from segkit.metrics import SegmentationMetrics
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+# Optimiser and scheduler are Hydra partials (functools.partial objects). They are kept out of
+# the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
+# weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
+NOT_HPARAMS = ("optimizer", "scheduler")
+
+
+class SegmentationModule(L.LightningModule):
+    """Cross-entropy training and confusion-matrix metrics for any per-pixel classifier.
+
+    Args:
+        num_classes: number of classes (logit channels).
+        class_names: one name per class, used in the logged keys ``val/IoU/<name>``.
+        ignore_index: target value excluded from loss and metrics (PASCAL VOC uses 255).
+        loss_reduction: ``"mean"`` over valid pixels, or ``"sum"`` as in the FCN reference.
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); default AdamW(lr=1e-3).
+        scheduler: ``optimizer -> LRScheduler`` (a Hydra ``_partial_``) or ``None``.
+        scheduler_interval: step the scheduler every ``"epoch"`` or every ``"step"``.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        loss_reduction: str = "mean",
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        self.num_classes = num_classes
+        self.class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
+        self.ignore_index = ignore_index
+        self.loss_reduction = loss_reduction
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        # One confusion-matrix metric per stage, each accumulated over its whole split.
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            SegmentationMetrics(num_classes, ignore_index, self.class_names) for _ in range(3)
+        )
+        self.val_miou_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits, masks, ignore_index=self.ignore_index, reduction=self.loss_reduction
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        loss = self.loss(logits, masks)
+        self.train_metrics.update(logits.detach(), masks)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        scores = self.train_metrics.compute()
+        self.log_dict({"train/mIoU": scores["mIoU"], "train/pixel_acc": scores["pixel_acc"]})
+        self.train_metrics.reset()
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
+        images, masks = batch
+        logits = self(images)
+        metrics.update(logits, masks)
+        self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=images.shape[0], sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        logged = self.val_metrics.as_log_dict("val")
+        self.val_metrics.reset()
+        # The sanity check runs a couple of batches on an untrained net: not a "best".
+        if not self.trainer.sanity_checking:
+            self.val_miou_best.update(logged["val/mIoU"])
+            logged["val/mIoU_best"] = self.val_miou_best.compute()
+        self.log("val/mIoU", logged.pop("val/mIoU"), prog_bar=True)
+        self.log_dict(logged)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.as_log_dict("test"))
+        self.test_metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=1e-3)
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.scheduler_interval}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).
+        checkpoint["segkit_module"] = f"{type(self).__module__}:{type(self).__qualname__}"
