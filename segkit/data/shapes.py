@@ -40,7 +40,7 @@ class ShapesDataset(Dataset):
         self,
         split: str,
         length: int,
-        image_size: int | tuple[int, int] = 96,
+        image_size: int | tuple[int, int] = 64,
         seed: int = 0,
         transform: PairTransform | None = None,
         max_objects: int = 6,
@@ -89,7 +89,7 @@ class ShapesDataModule(SegmentationDataModule):
         >>> dm.setup("fit")
         >>> images, masks = next(iter(dm.val_dataloader()))
         >>> dm.num_classes, tuple(images.shape)
-        (7, (4, 3, 96, 96))
+        (7, (4, 3, 64, 64))
     """
 
     class_names = SHAPES_CLASS_NAMES
@@ -101,13 +101,13 @@ class ShapesDataModule(SegmentationDataModule):
 
     def __init__(
         self,
-        image_size: int | tuple[int, int] = 96,
+        image_size: int | tuple[int, int] = 64,
         train_size: int = 2000,
         val_size: int = 200,
         test_size: int = 200,
         seed: int = 0,
-        batch_size: int = 16,
-        num_workers: int = 2,
+        batch_size: int = 8,
+        num_workers: int | str = "auto",
         pin_memory: bool = False,
         augment: bool = True,
         max_objects: int = 6,

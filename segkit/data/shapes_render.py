@@ -6,30 +6,34 @@ background. Colours are random for every object, so a class can only be told
 apart by its shape, texture and size, never by colour alone.
 
 Classes (sizes are in pixels for a 96x96 image and scale with
-``min(height, width) / 96``; texture periods scale the same way, but stay
-at least 2 px):
+``min(height, width) / 96``; texture periods are absolute pixels, since a
+texture is a local cue):
 
 ==========  ===============================  ==============================
 class       shape and size                   texture (two random colours)
 ==========  ===============================  ==============================
 background  whole image                      smooth low-frequency noise plus
                                              a linear brightness gradient
-disc        circle, radius 15-26 (largest)   concentric rings (bullseye),
+disc        circle, radius 15-24             concentric rings (bullseye),
                                              period 6
 square      square at a random angle,        grid of round dots at a random
-            half side 11-19                  angle, period 6
+            half side 11-17 (smallest)       angle, period 6
 triangle    equilateral triangle at a        checkerboard at a random
             random angle, circumradius       angle, cells 3.5
-            14-23
-ring        annulus, outer radius 12-20,     fine binary speckle, 2 px cells
-            inner radius 0.45-0.6 x outer
+            18-28
+ring        annulus, outer radius 16-24,     fine binary speckle, 2 px cells
+            inner radius 0.3-0.45 x outer
 cross       plus sign at a random angle,     straight stripes at a random
-            half length 12-18, arm half      angle, period 5
+            half length 16-24, arm half      angle, period 5
             width 0.33-0.45 x half length
-star        five-pointed star, outer         flat (a single colour)
-            radius 10-16 (smallest), inner
+star        five-pointed star, outer         thin cross-hatching, period 6
+            radius 18-26 (largest), inner
             radius 0.45-0.58 x outer
 ==========  ===============================  ==============================
+
+Sizes and textures were tuned so that the default U-Net reaches mIoU ~0.9 in a
+few CPU minutes: smaller objects or finer textures made the small classes
+(ring, star) lag far behind.
 
 Objects are painted in order, so later ones occlude earlier ones, and may lie
 partly outside the image. The mask holds the class of the visible object per
@@ -56,16 +60,18 @@ IGNORE_INDEX = 255
 
 _REF_SIZE = 96.0
 # Per object class, in px at 96x96: size range (radius / half side / half length)
-# and texture period (cell size for the speckle; unused for the flat star).
+# and texture period (cell size for the speckle).
 _SIZE_RANGE: dict[int, tuple[float, float]] = {
-    1: (15.0, 26.0),
-    2: (11.0, 19.0),
-    3: (14.0, 23.0),
-    4: (12.0, 20.0),
-    5: (12.0, 18.0),
-    6: (10.0, 16.0),
+    1: (15.0, 24.0),
+    2: (11.0, 17.0),
+    3: (18.0, 28.0),
+    4: (16.0, 24.0),
+    5: (16.0, 24.0),
+    6: (18.0, 26.0),
 }
-_PERIOD: dict[int, float] = {1: 6.0, 2: 6.0, 3: 7.0, 4: 2.0, 5: 5.0, 6: 0.0}
+# Texture periods are absolute pixels (not scaled with the image): a texture is a local cue
+# that a small receptive field must see, whatever the image size.
+_PERIOD: dict[int, float] = {1: 6.0, 2: 6.0, 3: 7.0, 4: 2.0, 5: 5.0, 6: 6.0}
 _MIN_TEXTURE_CONTRAST = 0.4  # RGB distance between an object's two colours
 _MIN_BACKGROUND_CONTRAST = 0.3  # RGB distance of an object's colour to the background's
 _COLOUR_TRIES = 16
@@ -123,7 +129,7 @@ def _shape_mask(
     if cls == 1:
         return r2 <= size * size
     if cls == 4:
-        inner = size * (0.45 + 0.15 * ratio)
+        inner = size * (0.3 + 0.15 * ratio)
         return (r2 <= size * size) & (r2 >= inner * inner)
     if cls == 6:
         inner = size * (0.45 + 0.13 * ratio)
@@ -150,22 +156,18 @@ def _shape_mask(
     return inside
 
 
-def _texture(
-    cls: int, rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, scale: float
-) -> np.ndarray:
+def _texture(cls: int, rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """Pattern in {0, 1} (float32, crop shape) that mixes an object's two colours."""
     shape = (dy.shape[0], dx.shape[1])
     angle = rng.uniform(0.0, math.pi)
     phase = rng.random(2, dtype=np.float32)
-    if cls == 6:
-        return np.zeros(shape, np.float32)
     if cls == 4:
-        cell = max(1, round(_PERIOD[4] * scale))
+        cell = max(1, round(_PERIOD[4]))
         cells = rng.random((shape[0] // cell + 1, shape[1] // cell + 1), dtype=np.float32)
         iy = np.arange(shape[0]) // cell
         ix = np.arange(shape[1]) // cell
         return (cells[iy[:, None], ix[None, :]] < 0.5).astype(np.float32)
-    period = np.float32(max(_PERIOD[cls] * scale, 2.0))
+    period = np.float32(_PERIOD[cls])
     if cls == 1:
         t = np.mod(np.sqrt(dy * dy + dx * dx) / period, 1.0) < 0.5
     else:
@@ -177,6 +179,9 @@ def _texture(
             t = fu * fu + fv * fv < 0.09
         elif cls == 3:
             t = np.mod(np.floor(u) + np.floor(v), 2.0) > 0.5
+        elif cls == 6:
+            # Cross-hatching: thin lines of the second colour on a square lattice.
+            t = (np.mod(u, 1.0) < 0.25) | (np.mod(v, 1.0) < 0.25)
         else:
             t = np.mod(u, 1.0) < 0.5
     return np.broadcast_to(t, shape).astype(np.float32)
@@ -207,7 +212,7 @@ def _draw_object(
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
     inside = _shape_mask(cls, rng, dy, dx, size)
-    t = _texture(cls, rng, dy, dx, scale)[..., None]
+    t = _texture(cls, rng, dy, dx)[..., None]
     colour = col_a * (1.0 - t) + col_b * t
     img[y0:y1, x0:x1][inside] = colour[inside]
     label[y0:y1, x0:x1][inside] = cls
@@ -279,7 +284,8 @@ def render_scene(
     scale = min(height, width) / _REF_SIZE
     img, bg_colours = _background(rng, height, width)
     label = np.zeros((height, width), np.uint8)
-    for _ in range(int(rng.integers(1, max_objects + 1))):
+    # At least two objects (when allowed) so most scenes hold foreground and occlusions.
+    for _ in range(int(rng.integers(min(2, max_objects), max_objects + 1))):
         _draw_object(img, label, rng, scale, bg_colours)
     sigma = np.float32(rng.uniform(0.02, 0.04))
     img += rng.standard_normal((height, width, 3), dtype=np.float32) * sigma

@@ -9,6 +9,7 @@ logs the whole run config instead), so that
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -125,8 +126,28 @@ class SegmentationModule(L.LightningModule):
             optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.scheduler_interval}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        scheduler = self.scheduler_factory(optimizer, **self._run_length_kwargs())
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    def _run_length_kwargs(self) -> dict[str, int]:
+        """The run's length for a scheduler whose config leaves it out.
+
+        OneCycleLR's ``total_steps`` and CosineAnnealingLR's ``T_max`` are filled with the
+        number of optimiser steps (``scheduler_interval: step``) or epochs (``epoch``), so a
+        config need not repeat what the trainer and data already say.
+        """
+        factory = self.scheduler_factory
+        given = getattr(factory, "keywords", {})
+        params = inspect.signature(getattr(factory, "func", factory)).parameters
+        for name in ("total_steps", "T_max"):
+            if name in params and given.get(name) is None:
+                if self.scheduler_interval == "step":
+                    return {name: int(self.trainer.estimated_stepping_batches)}
+                return {name: int(self.trainer.max_epochs)}
+        return {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).

@@ -1,0 +1,122 @@
+"""``segkit-eval``: evaluate a checkpoint on the val or test split.
+
+Prints a per-class IoU table and writes ``metrics.json`` (``mIoU``, ``pixel_acc``,
+``mean_acc``, ``fwIoU``, ``per_class_IoU``) into its own run directory. Examples::
+
+    segkit-eval ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
+    segkit-eval ckpt_path=... split=test data.batch_size=32
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from segkit.cli.config_dir import config_dir
+from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.models.base import SegmentationModule
+
+SPLITS = ("val", "test")
+
+
+def load_module(ckpt_path: str) -> SegmentationModule:
+    """Rebuild the LightningModule that wrote ``ckpt_path`` (a segkit checkpoint) on the CPU."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise SegkitError(f"ckpt_path={ckpt_path}: no such file; pass a .ckpt written by segkit-train")
+    try:
+        # weights_only: plain tensors and containers only, so no code from the file runs.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt/foreign files
+        raise SegkitError(f"ckpt_path={ckpt_path}: not a loadable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    target = checkpoint.get("segkit_module") if isinstance(checkpoint, dict) else None
+    module_name, _, class_name = (target or "").partition(":")
+    if not module_name.startswith("segkit.models"):
+        raise SegkitError(f"ckpt_path={ckpt_path}: not a segkit model checkpoint (no 'segkit_module' entry); use one from <run dir>/checkpoints/")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (AttributeError, ImportError, RuntimeError, TypeError, KeyError) as error:
+        raise SegkitError(f"ckpt_path={ckpt_path}: incompatible with this segkit version ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    return module
+
+
+def _user_overrode_data() -> bool:
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return any(o.lstrip("+~").split("=")[0].split(".")[0] == "data" for o in overrides)
+
+
+def data_config(cfg: DictConfig) -> DictConfig:
+    """The data config: the user's override, else the training run's, else ``cfg.data``."""
+    run_config = Path(cfg.ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if _user_overrode_data() or not run_config.is_file():
+        return cfg.data
+    trained = OmegaConf.load(run_config)
+    merged = OmegaConf.merge(cfg, {"data": trained.data})  # interpolations resolve against cfg
+    return merged.data
+
+
+def per_class_table(names: list[str], ious: list[float], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in zip(names, ious):
+        table.add_row(name, "absent" if math.isnan(iou) else f"{iou:.4f}")
+    return table
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return and save the scores."""
+    if cfg.split not in SPLITS:
+        raise SegkitError(f"split={cfg.split}: choose one of {', '.join(SPLITS)}")
+    L.seed_everything(cfg.seed, workers=True)
+    module = load_module(cfg.ckpt_path)
+    datamodule = instantiate(data_config(cfg))
+    if datamodule.num_classes != module.num_classes:
+        raise SegkitError(
+            f"ckpt_path={cfg.ckpt_path}: the model predicts {module.num_classes} classes but "
+            f"data={type(datamodule).__name__} has {datamodule.num_classes}; evaluate on the data it was trained on"
+        )
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    run(module, datamodule=datamodule, verbose=False)
+    metric = module.val_metrics if cfg.split == "val" else module.test_metrics
+    # The module resets its metric after logging; the logged values are in callback_metrics.
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    prefix = cfg.split
+    result: dict[str, Any] = {key: logged[f"{prefix}/{key}"] for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")}
+    result["per_class_IoU"] = {name: logged[f"{prefix}/IoU/{name}"] for name in metric.class_names}
+    result.update(split=cfg.split, ckpt_path=str(Path(cfg.ckpt_path).resolve()))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # allow_nan: an absent class has IoU NaN, written as NaN (Python's json reads it back).
+    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if trainer.is_global_zero:
+        console = Console()
+        console.print(per_class_table(metric.class_names, list(result["per_class_IoU"].values()), f"{prefix} IoU per class"))
+        console.print(f"mIoU {result['mIoU']:.4f}  pixel acc {result['pixel_acc']:.4f}  mean acc {result['mean_acc']:.4f}  f.w. IoU {result['fwIoU']:.4f}")
+        console.print(f"wrote {output_dir / 'metrics.json'}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+@exit_on_user_error("segkit-eval")
+def main(cfg: DictConfig) -> float:
+    """Console entry point; returns the mIoU."""
+    return evaluate(cfg)["mIoU"]
+
+
+if __name__ == "__main__":
+    main()
