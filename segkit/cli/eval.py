@@ -40,7 +40,10 @@ def load_module(ckpt_path: str) -> SegmentationModule:
         # weights_only: plain tensors and containers only, so no code from the file runs.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt/foreign files
-        raise SegkitError(f"ckpt_path={ckpt_path}: not a loadable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        raise SegkitError(
+            f"ckpt_path={ckpt_path}: not a loadable checkpoint ({type(error).__name__}); "
+            "pass a .ckpt written by segkit-train"
+        ) from None
     target = checkpoint.get("segkit_module") if isinstance(checkpoint, dict) else None
     module_name, _, class_name = (target or "").partition(":")
     if not module_name.startswith("segkit.models"):
@@ -53,19 +56,23 @@ def load_module(ckpt_path: str) -> SegmentationModule:
     return module
 
 
-def _user_overrode_data() -> bool:
+def _data_overrides() -> list[str]:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return any(o.lstrip("+~").split("=")[0].split(".")[0] == "data" for o in overrides)
+    return [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] == "data"]
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
-    """The data config: the user's override, else the training run's, else ``cfg.data``."""
+    """The data config: the training run's (``<run>/.hydra/config.yaml``) with the user's
+    ``data.*`` overrides applied; ``cfg.data`` if the user chose ``data=...`` or the run's
+    config is not beside the checkpoint."""
     run_config = Path(cfg.ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    if _user_overrode_data() or not run_config.is_file():
+    overrides = _data_overrides()
+    if any(o.split("=")[0].lstrip("+~") == "data" for o in overrides) or not run_config.is_file():
         return cfg.data
     trained = OmegaConf.load(run_config)
-    merged = OmegaConf.merge(cfg, {"data": trained.data})  # interpolations resolve against cfg
-    return merged.data
+    dotted = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if not o.startswith("~")])
+    # Merged into cfg so that interpolations such as ${paths.data_dir} resolve against it.
+    return OmegaConf.merge(cfg, {"data": trained.data}, dotted).data
 
 
 def per_class_table(names: list[str], ious: list[float], title: str) -> Table:

@@ -48,13 +48,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and trainer.loggers:
         log_run_config(cfg, model, trainer.loggers)
 
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        # fast_dev_run and runs without checkpoints test the weights in memory.
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        # Without a best checkpoint (fast_dev_run, no validation) test the weights in memory,
+        # or with train=false the checkpoint given.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
 

@@ -70,6 +70,8 @@ class SegmentationModule(L.LightningModule):
             SegmentationMetrics(num_classes, ignore_index, self.class_names) for _ in range(3)
         )
         self.val_miou_best = MaxMetric()
+        # Saved in checkpoints, so a resumed run keeps its best-so-far.
+        self.val_miou_best.persistent(True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
