@@ -7,11 +7,11 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from segkit.errors import SegkitError
+
+__all__ = ["SegkitError", "exit_on_user_error"]
+
 T = TypeVar("T")
-
-
-class SegkitError(Exception):
-    """A problem with the user's input (file, value, config key); shown without a traceback."""
 
 
 def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..., T]]:

@@ -11,8 +11,8 @@ Examples::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -23,6 +23,8 @@ from omegaconf import DictConfig
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+
+log = logging.getLogger("segkit.train")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
@@ -66,9 +68,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the optimised metric for sweepers (e.g. Optuna)."""
     metrics = train(cfg)
-    name = cfg.get("optimized_metric")
+    summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/mIoU", "val/mIoU_best", "test/mIoU") if k in metrics)
+    log.info("final metrics: %s", summary or "none (nothing validated)")
     if HydraConfig.initialized():
-        print(f"segkit-train: run directory {HydraConfig.get().runtime.output_dir}")
+        log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
+    name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
 

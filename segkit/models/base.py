@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segkit.errors import SegkitError
 from segkit.metrics import SegmentationMetrics
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -133,6 +134,20 @@ class SegmentationModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+    def on_train_start(self) -> None:
+        # A resumed run restores its scheduler, fixed length included: a one-cycle or cosine
+        # schedule cannot stretch to a longer run, so say so instead of failing mid-epoch.
+        for config in self.trainer.lr_scheduler_configs:
+            run_length = self.trainer.estimated_stepping_batches if config.interval == "step" else self.trainer.max_epochs
+            for name in ("total_steps", "T_max"):
+                planned = getattr(config.scheduler, name, None)
+                if planned is not None and planned < run_length:
+                    raise SegkitError(
+                        f"{type(config.scheduler).__name__} was built for {name}={planned} "
+                        f"{config.interval}s but this run has {int(run_length)}; resume with the "
+                        "original trainer.max_epochs, or start a new run (ckpt_path=null) to train longer"
+                    )
 
     def _run_length_kwargs(self) -> dict[str, int]:
         """The run's length for a scheduler whose config leaves it out.

@@ -1,0 +1,43 @@
+"""Session fixtures: one real segkit-train run and one in-process train(cfg) call.
+
+Helpers and the tiny overrides are in helpers.py. Everything goes under pytest's tmp dirs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import (
+    CLI_RUN_OVERRIDES,
+    TINY,
+    TRAIN_CMD,
+    CliRun,
+    InProcessRun,
+    describe,
+    run_cli,
+    task_config,
+)
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """One real ``segkit-train`` run (3 tiny epochs), shared by checkpoint/TensorBoard/eval tests."""
+    root = tmp_path_factory.mktemp("cli_train")
+    proc = run_cli(TRAIN_CMD, CLI_RUN_OVERRIDES, root)
+    assert proc.returncode == 0, describe(proc)
+    run_dirs = sorted((root / "logs" / "train" / "runs").iterdir())
+    assert len(run_dirs) == 1, f"expected one run directory, found {run_dirs}"
+    return CliRun(root=root, run_dir=run_dirs[0], proc=proc)
+
+
+@pytest.fixture(scope="session")
+def inprocess_run(tmp_path_factory: pytest.TempPathFactory) -> InProcessRun:
+    """``train(cfg)`` on the tiny config for 2 epochs (fit, then test on the best checkpoint)."""
+    from segkit.cli.train import train
+
+    output_dir = tmp_path_factory.mktemp("inprocess_train")
+    cfg = task_config(
+        "train", [*TINY, "trainer.max_epochs=2", f"paths.root_dir={output_dir}"], output_dir
+    )
+    metrics = train(cfg)
+    return InProcessRun(metrics=metrics, output_dir=output_dir, cfg=cfg)

@@ -1,0 +1,143 @@
+"""Shared helpers for segkit's tests (fixtures live in conftest.py).
+
+Everything a test writes goes under pytest's ``tmp_path``: in-process runs get an explicit
+``paths.output_dir``; subprocess runs get ``SEGKIT_ROOT`` (which ``paths.root_dir`` reads) and a
+temporary working directory.
+
+Trainings are tiny (16/8/8 scenes of 32x32, a 2-level U-Net of width 4) so that the suite runs
+in a few minutes on a 2-core CPU; they check plumbing, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from segkit.cli.config_dir import config_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(config_dir())
+
+# A whole fit + test of this takes about a second on a CPU.
+TINY_DATA = [
+    "data.train_size=16",
+    "data.val_size=8",
+    "data.test_size=8",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+]
+TINY_MODEL = ["model.base_width=4", "model.depth=2"]
+QUIET_CALLBACKS = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+CPU = ["trainer.accelerator=cpu", "trainer.devices=1"]
+TINY = [*TINY_DATA, *TINY_MODEL, *QUIET_CALLBACKS, *CPU, "trainer.max_epochs=1"]
+
+# The run used for checkpoint, TensorBoard and segkit-eval tests: wide enough (8) that its
+# val/mIoU changes from epoch to epoch, so "the last epoch's value" is a meaningful target.
+CLI_RUN_EPOCHS = 3
+CLI_RUN_OVERRIDES = [*TINY, "model.base_width=8", f"trainer.max_epochs={CLI_RUN_EPOCHS}"]
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group: the ``conf/<group>/*.yaml`` file stems."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with Hydra's compose API (hydra node included)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def task_config(config_name: str, overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """A config as ``@hydra.main`` would hand it to a task, for in-process calls.
+
+    ``paths.output_dir`` (``${hydra:runtime.output_dir}`` normally) is pinned to ``output_dir``,
+    the Hydra config is registered (so ``HydraConfig.get()`` works) and the ``hydra`` node is
+    dropped from the task config, as Hydra itself does.
+    """
+    cfg = compose_config(config_name, [*overrides, f"paths.output_dir={output_dir}"])
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def console_command(script: str, module: str) -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m module``."""
+    candidate = Path(sys.executable).parent / script
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return [str(candidate)]
+    found = shutil.which(script)
+    return [found] if found else [sys.executable, "-m", module]
+
+
+TRAIN_CMD = console_command("segkit-train", "segkit.cli.train")
+EVAL_CMD = console_command("segkit-eval", "segkit.cli.eval")
+
+
+def cli_env(root: Path | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)  # keep Hydra's normal one-screen error output
+    env.pop("SEGKIT_ROOT", None)
+    if root is not None:
+        env["SEGKIT_ROOT"] = str(root)
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    command: Sequence[str], args: Sequence[str], root: Path, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run a segkit console command with ``SEGKIT_ROOT=root`` and ``root`` as working directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [*command, *args],
+        cwd=root,
+        env=cli_env(root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """Exit code and output tails, for assertion messages."""
+    return (
+        f"exit code {proc.returncode}\n--- stdout (tail) ---\n{proc.stdout[-3000:]}"
+        f"\n--- stderr (tail) ---\n{proc.stderr[-3000:]}"
+    )
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A finished ``segkit-train`` run."""
+
+    root: Path
+    run_dir: Path
+    proc: subprocess.CompletedProcess[str]
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+
+@dataclass(frozen=True)
+class InProcessRun:
+    """A finished in-process ``segkit.cli.train.train(cfg)`` call."""
+
+    metrics: dict[str, float]
+    output_dir: Path
+    cfg: DictConfig

@@ -1,0 +1,197 @@
+"""Hydra configs: every option of every group composes, resolves and instantiates.
+
+Options are discovered from ``conf/<group>/*.yaml``, so a new config file is covered as soon as
+it is added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from helpers import (
+    TRAIN_CMD,
+    compose_config,
+    config_groups,
+    config_options,
+    describe,
+    run_cli,
+)
+from segkit.cli.common import instantiate_all, instantiate_model
+from segkit.data.base import SegmentationDataModule
+from segkit.models.base import SegmentationModule
+
+REQUIRED_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "debug", "experiment")
+ALL_OPTIONS = [(group, option) for group in config_groups() for option in config_options(group)]
+
+
+def compose_task(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The train config with ``paths.output_dir`` pinned and the hydra node removed."""
+    cfg = compose_config("train", [*overrides, f"paths.output_dir={output_dir}"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def test_the_config_groups_are_discovered() -> None:
+    # Guards the parametrisation below: an empty or misplaced conf/ would test nothing.
+    assert set(REQUIRED_GROUPS) <= set(config_groups())
+    assert "unet" in config_options("model")
+    assert "shapes" in config_options("data")
+    assert {"fdr", "overfit"} <= set(config_options("debug"))
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_of_every_group_composes_and_resolves(
+    group: str, option: str, tmp_path: Path
+) -> None:
+    cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    assert cfg.hydra.runtime.choices[group] == option
+    with open_dict(cfg):
+        del cfg["hydra"]
+    # Every interpolation (paths, the scheduler's max_lr, env defaults...) must resolve.
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    assert {"data", "model", "trainer", "paths"} <= set(resolved)
+
+
+@pytest.mark.parametrize("option", config_options("data"))
+def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
+    option: str, tmp_path: Path
+) -> None:
+    cfg = compose_task([f"data={option}", "data.batch_size=2", "data.num_workers=0"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, SegmentationDataModule)
+    assert len(datamodule.class_names) == datamodule.num_classes
+    datamodule.setup("fit")
+    images, masks = next(iter(datamodule.val_dataloader()))
+    assert images.shape[:2] == (2, datamodule.in_channels)
+    assert images.dtype == torch.float32 and masks.dtype == torch.int64
+    assert masks.shape == (2, *images.shape[-2:])
+    model = instantiate_model(cfg.model, datamodule)
+    assert model.num_classes == datamodule.num_classes
+
+
+@pytest.mark.parametrize("option", config_options("model"))
+def test_every_model_option_instantiates_and_predicts_per_pixel_logits(
+    option: str, tmp_path: Path
+) -> None:
+    cfg = compose_task([f"model={option}", "data.num_workers=0"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    model = instantiate_model(cfg.model, datamodule)
+    assert isinstance(model, SegmentationModule)
+    assert model.num_classes == datamodule.num_classes
+    assert model.class_names == list(datamodule.class_names)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, datamodule.in_channels, 33, 47))
+    assert logits.shape == (2, datamodule.num_classes, 33, 47)
+
+
+@pytest.mark.parametrize("option", config_options("callbacks"))
+def test_every_callbacks_option_instantiates_lightning_callbacks(option: str, tmp_path: Path) -> None:
+    cfg = compose_task([f"callbacks={option}"], tmp_path)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    assert all(isinstance(cb, L.Callback) for cb in callbacks)
+    if option == "none":
+        assert callbacks == []
+
+
+@pytest.mark.parametrize("option", config_options("logger"))
+def test_every_logger_option_instantiates_lightning_loggers(option: str, tmp_path: Path) -> None:
+    cfg = compose_task([f"logger={option}"], tmp_path)
+    loggers = instantiate_all(cfg.get("logger"))
+    assert loggers, f"logger={option} configures no logger"
+    assert all(isinstance(lg, Logger) for lg in loggers)
+
+
+@pytest.mark.parametrize("option", config_options("trainer"))
+def test_every_trainer_option_instantiates_a_trainer(option: str, tmp_path: Path) -> None:
+    cfg = compose_task([f"trainer={option}"], tmp_path)
+    if option in ("cpu", "gpu"):
+        assert cfg.trainer.accelerator == option
+    # The accelerator is forced to CPU so that trainer=gpu is checked on machines without one.
+    trainer = instantiate(
+        cfg.trainer, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False
+    )
+    assert isinstance(trainer, L.Trainer)
+    assert Path(trainer.default_root_dir) == tmp_path
+
+
+def test_debug_presets_set_what_they_promise(tmp_path: Path) -> None:
+    fdr = compose_task(["debug=fdr"], tmp_path)
+    assert fdr.trainer.fast_dev_run is True
+    assert fdr.task_name == "debug"
+    overfit = compose_task(["debug=overfit"], tmp_path)
+    assert overfit.trainer.overfit_batches > 0
+    assert overfit.data.augment is False
+    assert overfit.task_name == "debug"
+
+
+def test_experiment_preset_composes_with_data_and_model(tmp_path: Path) -> None:
+    cfg = compose_task(["experiment=unet_shapes"], tmp_path)
+    assert cfg.model._target_ == "segkit.models.UNetModule"
+    assert cfg.data._target_ == "segkit.data.ShapesDataModule"
+    assert list(cfg.tags) == ["unet", "shapes"]
+
+
+def test_run_and_sweep_dirs_live_under_the_log_dir_by_task_name(tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"paths.root_dir={tmp_path}"])
+    assert Path(cfg.hydra.run.dir).parent == tmp_path / "logs" / "train" / "runs"
+    assert Path(cfg.hydra.sweep.dir).parent == tmp_path / "logs" / "train" / "multiruns"
+    debug = compose_config("train", [f"paths.root_dir={tmp_path}", "debug=fdr"])
+    assert Path(debug.hydra.run.dir).parent == tmp_path / "logs" / "debug" / "runs"
+    assert cfg.hydra.job.chdir is False
+
+
+def test_segkit_root_env_sets_the_root_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGKIT_ROOT", str(tmp_path))
+    cfg = compose_task([], tmp_path / "out")
+    assert Path(cfg.paths.log_dir) == tmp_path / "logs"
+
+
+def test_eval_config_composes_and_requires_a_checkpoint(tmp_path: Path) -> None:
+    bare = compose_config("eval")
+    assert OmegaConf.is_missing(bare, "ckpt_path")
+    assert bare.split == "val"
+    cfg = compose_config(
+        "eval", [f"ckpt_path={tmp_path / 'x.ckpt'}", f"paths.output_dir={tmp_path}"]
+    )
+    with open_dict(cfg):
+        del cfg["hydra"]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["ckpt_path"] == str(tmp_path / "x.ckpt")
+    assert {"data", "trainer", "paths"} <= set(resolved)
+
+
+@pytest.mark.timeout(180)
+def test_train_help_lists_the_config_groups_and_their_options(tmp_path: Path) -> None:
+    proc = run_cli(TRAIN_CMD, ["--help"], tmp_path, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    groups_section = proc.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    listed = {}
+    for line in groups_section.splitlines():
+        name, sep, options = line.partition(":")
+        if sep and name.strip() and " " not in name.strip():
+            listed[name.strip()] = {o.strip() for o in options.split(",") if o.strip()}
+    for group in REQUIRED_GROUPS:
+        assert group in listed, f"--help does not list group {group!r}:\n{groups_section}"
+        assert listed[group] == set(config_options(group))
+
+
+@pytest.mark.timeout(180)
+def test_unknown_model_option_fails_and_lists_the_available_ones(tmp_path: Path) -> None:
+    proc = run_cli(TRAIN_CMD, ["model=nope"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "model/nope" in output
+    assert "Available options in 'model'" in output
+    for option in config_options("model"):
+        assert option in output.split("Available options in 'model'", 1)[1]
+    assert not (tmp_path / "logs").exists(), "a failed composition must not create a run dir"

@@ -1,0 +1,162 @@
+"""segkit-eval: metrics.json that reproduces training's validation scores, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import CPU, EVAL_CMD, TINY, CliRun, describe, run_cli, task_config
+from segkit.cli.errors import SegkitError
+from segkit.cli.eval import evaluate, load_module
+from segkit.cli.train import train
+from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.models import UNetModule
+
+SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+
+
+def last_logged(cli_run: CliRun, tag: str) -> float:
+    events = EventAccumulator(str(cli_run.run_dir / "tensorboard"))
+    events.Reload()
+    return events.Scalars(tag)[-1].value
+
+
+@pytest.fixture(scope="module")
+def eval_run(cli_run: CliRun, tmp_path_factory: pytest.TempPathFactory):
+    """``segkit-eval ckpt_path=<last.ckpt>`` of the shared training run; its metrics.json."""
+    root = tmp_path_factory.mktemp("eval")
+    # CPU like the training run (not a data override: the run's data config still applies).
+    proc = run_cli(EVAL_CMD, [f"ckpt_path={cli_run.last_ckpt}", *CPU], root)
+    assert proc.returncode == 0, describe(proc)
+    written = list((root / "logs" / "eval" / "runs").glob("*/metrics.json"))
+    assert len(written) == 1, written
+    return json.loads(written[0].read_text())
+
+
+@pytest.mark.timeout(300)
+def test_metrics_json_has_the_scores_and_a_per_class_iou_map(eval_run: dict) -> None:
+    for key in SCORES:
+        assert isinstance(eval_run[key], float) and 0.0 <= eval_run[key] <= 1.0, key
+    assert isinstance(eval_run["per_class_IoU"], dict)
+    assert list(eval_run["per_class_IoU"]) == list(SHAPES_CLASS_NAMES)
+    ious = [v for v in eval_run["per_class_IoU"].values() if not math.isnan(v)]
+    assert eval_run["mIoU"] == pytest.approx(sum(ious) / len(ious), abs=1e-9)
+
+
+@pytest.mark.timeout(300)
+def test_eval_of_last_ckpt_reproduces_the_last_epochs_validation_scores(
+    eval_run: dict, cli_run: CliRun
+) -> None:
+    events = EventAccumulator(str(cli_run.run_dir / "tensorboard"))
+    events.Reload()
+    per_epoch = [event.value for event in events.Scalars("val/mIoU")]
+    # The target must single out the last epoch, or loading other weights could pass unnoticed.
+    assert len(set(per_epoch)) == len(per_epoch), per_epoch
+    assert eval_run["mIoU"] == pytest.approx(per_epoch[-1], abs=1e-6)
+    for key in ("pixel_acc", "mean_acc", "fwIoU"):
+        assert eval_run[key] == pytest.approx(last_logged(cli_run, f"val/{key}"), abs=1e-6), key
+    for name, value in eval_run["per_class_IoU"].items():
+        assert value == pytest.approx(last_logged(cli_run, f"val/IoU/{name}"), abs=1e-6), name
+
+
+def test_eval_of_the_best_checkpoint_on_test_reproduces_trainings_test_scores(
+    cli_run: CliRun, tmp_path: Path
+) -> None:
+    # segkit-train tests the best checkpoint; evaluating it in-process on split=test, with the
+    # data config read from the run's .hydra/config.yaml, must give the same numbers.
+    (best,) = [p for p in (cli_run.run_dir / "checkpoints").glob("epoch_*.ckpt")]
+    cfg = task_config("eval", [f"ckpt_path={best}", "split=test", *CPU], tmp_path)
+    result = evaluate(cfg)
+    assert result["split"] == "test"
+    assert result["mIoU"] == pytest.approx(last_logged(cli_run, "test/mIoU"), abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["mIoU"] == result["mIoU"]
+
+
+def test_eval_uses_the_training_runs_data_config_even_for_non_square_images(tmp_path: Path) -> None:
+    # Trained on 37x53 scenes (a list in the config, an int in eval.yaml's default): evaluating
+    # without data overrides must use the run's data and reproduce its val/mIoU.
+    run_dir = tmp_path / "run"
+    cfg = task_config(
+        "train",
+        [*TINY, "data.image_size=[37,53]", "test=false", f"paths.root_dir={tmp_path}"],
+        run_dir,
+    )
+    metrics = train(cfg)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as Hydra does for a CLI run
+    eval_cfg = task_config(
+        "eval", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *CPU], tmp_path / "eval"
+    )
+    result = evaluate(eval_cfg)
+    assert result["mIoU"] == pytest.approx(metrics["val/mIoU"], abs=1e-6)
+
+
+def test_a_data_field_override_keeps_the_training_runs_data_config(cli_run: CliRun, tmp_path: Path) -> None:
+    # data.batch_size changes nothing that counts: the run's tiny data set is still used.
+    cfg = task_config("eval", [f"ckpt_path={cli_run.last_ckpt}", "data.batch_size=3", *CPU], tmp_path)
+    result = evaluate(cfg)
+    assert result["mIoU"] == pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
+
+
+def test_choosing_a_data_config_replaces_the_training_runs(cli_run: CliRun, tmp_path: Path) -> None:
+    cfg = task_config(
+        "eval", [f"ckpt_path={cli_run.last_ckpt}", "data=shapes", "data.image_size=16", "data.val_size=2", *CPU], tmp_path
+    )
+    result = evaluate(cfg)
+    assert result["mIoU"] != pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such.ckpt"
+    proc = run_cli(EVAL_CMD, [f"ckpt_path={missing}"], tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-eval: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert str(missing) in errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_garbage_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"this is not a checkpoint\n" + bytes(range(256)) * 4)
+    proc = run_cli(EVAL_CMD, [f"ckpt_path={garbage}"], tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-eval: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert str(garbage) in errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_load_module_rebuilds_the_checkpoints_class(cli_run: CliRun) -> None:
+    module = load_module(str(cli_run.last_ckpt))
+    assert isinstance(module, UNetModule)
+    assert module.hparams["base_width"] == 8
+
+
+def test_load_module_refuses_a_torch_file_that_is_not_a_segkit_checkpoint(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(SegkitError, match="not a segkit model checkpoint"):
+        load_module(str(foreign))
+
+
+def test_load_module_refuses_a_module_outside_segkit_models(tmp_path: Path) -> None:
+    # The class to rebuild is read from the file: only segkit.models classes are accepted.
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"segkit_module": "os:system", "state_dict": {}}, hostile)
+    with pytest.raises(SegkitError, match="not a segkit model checkpoint"):
+        load_module(str(hostile))
+
+
+def test_unknown_split_is_a_user_error(cli_run: CliRun, tmp_path: Path) -> None:
+    cfg = task_config("eval", [f"ckpt_path={cli_run.last_ckpt}", "split=train"], tmp_path)
+    with pytest.raises(SegkitError, match="split=train"):
+        evaluate(cfg)

@@ -1,0 +1,180 @@
+"""segkit.metrics against confusion matrices worked out by hand (FCN score.py definitions).
+
+Rows of a confusion matrix are ground truth, columns are predictions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from segkit.metrics import SegmentationMetrics, scores_from_confusion
+
+NAMES = ["bg", "cat", "dog", "bird"]
+
+# Ten pixels, as (ground truth, prediction) pairs, with C = 4 classes:
+#   gt 0 -> pred 0  x3      gt 0 -> pred 1  x1
+#   gt 1 -> pred 1  x2      gt 1 -> pred 2  x1   ("dog" appears only in the prediction)
+#   gt 255 -> pred 0         (ignore_index: excluded)
+#   gt 7 -> pred 1           (label >= C: excluded)
+#   gt -1 -> pred 3          (label < 0: excluded)
+# "bird" (3) is in neither the valid ground truth nor the valid predictions.
+TARGET = torch.tensor([[[0, 0, 0, 0, 1], [1, 1, 255, 7, -1]]])
+PREDS = torch.tensor([[[0, 0, 0, 1, 1], [1, 2, 0, 1, 3]]])
+EXPECTED_CONFUSION = torch.tensor(
+    [
+        [3, 1, 0, 0],
+        [0, 2, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ]
+)
+# Worked out by hand from EXPECTED_CONFUSION (total 7 valid pixels):
+EXPECTED_PIXEL_ACC = 5 / 7  # trace / sum
+EXPECTED_ACC = [3 / 4, 2 / 3, math.nan, math.nan]  # diag / rowsum (0/0 -> NaN)
+EXPECTED_MEAN_ACC = (3 / 4 + 2 / 3) / 2
+EXPECTED_IOU = [3 / (4 + 3 - 3), 2 / (3 + 3 - 2), 0 / (0 + 1 - 0), math.nan]  # diag / (row + col - diag)
+EXPECTED_MIOU = (3 / 4 + 2 / 4 + 0.0) / 3  # the prediction-only class counts, the absent one not
+EXPECTED_FWIOU = (4 / 7) * (3 / 4) + (3 / 7) * (2 / 4)  # freq = rowsum / sum, over freq > 0
+
+
+def metric_after(preds: torch.Tensor, target: torch.Tensor, **kwargs) -> SegmentationMetrics:
+    metric = SegmentationMetrics(num_classes=4, class_names=NAMES, **kwargs)
+    metric.update(preds, target)
+    return metric
+
+
+def assert_same_with_nans(actual: torch.Tensor, expected: list[float]) -> None:
+    expected_tensor = torch.tensor(expected, dtype=torch.float64)
+    torch.testing.assert_close(actual, expected_tensor, equal_nan=True, rtol=0, atol=1e-12)
+
+
+def test_confusion_matrix_excludes_ignore_index_and_out_of_range_labels() -> None:
+    metric = metric_after(PREDS, TARGET)
+    assert torch.equal(metric.confmat.cpu(), EXPECTED_CONFUSION)
+
+
+def test_scores_follow_the_fcn_formulas() -> None:
+    scores = metric_after(PREDS, TARGET).compute()
+    assert scores["pixel_acc"].item() == pytest.approx(EXPECTED_PIXEL_ACC, abs=1e-12)
+    assert scores["mean_acc"].item() == pytest.approx(EXPECTED_MEAN_ACC, abs=1e-12)
+    assert scores["mIoU"].item() == pytest.approx(EXPECTED_MIOU, abs=1e-12)
+    assert scores["fwIoU"].item() == pytest.approx(EXPECTED_FWIOU, abs=1e-12)
+    assert_same_with_nans(scores["acc"], EXPECTED_ACC)
+    assert_same_with_nans(scores["IoU"], EXPECTED_IOU)
+
+
+def test_class_absent_everywhere_is_nan_and_left_out_of_the_means() -> None:
+    scores = metric_after(PREDS, TARGET).compute()
+    assert math.isnan(scores["IoU"][3].item())
+    assert math.isnan(scores["acc"][3].item())
+    # Counting it as 0 would give 1.25 / 4 instead of 1.25 / 3.
+    assert scores["mIoU"].item() != pytest.approx(1.25 / 4)
+    assert not math.isnan(scores["mIoU"].item())
+    assert not math.isnan(scores["mean_acc"].item())
+    assert not math.isnan(scores["fwIoU"].item())
+
+
+def test_class_only_in_the_prediction_has_iou_zero_and_counts_in_the_mean() -> None:
+    scores = metric_after(PREDS, TARGET).compute()
+    assert scores["IoU"][2].item() == 0.0
+    # Left out, the mean would be 1.25 / 2.
+    assert scores["mIoU"].item() == pytest.approx(1.25 / 3)
+    # Its accuracy is undefined (no ground-truth pixel) and does not enter mean_acc.
+    assert math.isnan(scores["acc"][2].item())
+
+
+def test_scores_from_confusion_matches_the_metric_and_is_float64() -> None:
+    direct = scores_from_confusion(EXPECTED_CONFUSION)
+    via_metric = metric_after(PREDS, TARGET).compute()
+    for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU", "IoU", "acc"):
+        assert direct[key].dtype == torch.float64
+        torch.testing.assert_close(direct[key], via_metric[key], equal_nan=True)
+
+
+def test_two_class_example_from_the_docstring() -> None:
+    # [[3, 1], [0, 4]]: IoU 3/4 and 4/5, mean 0.775.
+    scores = scores_from_confusion(torch.tensor([[3, 1], [0, 4]]))
+    assert scores["mIoU"].item() == pytest.approx((3 / 4 + 4 / 5) / 2)
+
+
+def test_logits_are_argmaxed_over_the_class_dimension() -> None:
+    # Logits (N, C, H, W) whose argmax over C is PREDS, with a different maximum per pixel.
+    logits = torch.randn(1, 4, 2, 5, generator=torch.Generator().manual_seed(0))
+    logits.scatter_(1, PREDS.unsqueeze(1), 10.0)
+    from_logits = metric_after(logits, TARGET)
+    from_indices = metric_after(PREDS, TARGET)
+    assert torch.equal(from_logits.confmat, from_indices.confmat)
+
+
+def test_ignore_index_is_configurable() -> None:
+    target = torch.tensor([[[0, 1, 9]]])
+    preds = torch.tensor([[[0, 0, 1]]])
+    metric = SegmentationMetrics(num_classes=10, ignore_index=9)
+    metric.update(preds, target)
+    assert metric.confmat.sum().item() == 2
+    assert metric.compute()["pixel_acc"].item() == pytest.approx(1 / 2)
+
+
+def test_accumulation_is_dataset_level_not_an_average_over_batches() -> None:
+    # Batch A: 4 background pixels, all right -> batch mIoU 1.0 (class 1 absent).
+    target_a, preds_a = torch.tensor([[[0, 0], [0, 0]]]), torch.tensor([[[0, 0], [0, 0]]])
+    # Batch B: gt [0, 1, 1, 1], all predicted 1 -> IoU 0 and 3/4 -> batch mIoU 0.375.
+    target_b, preds_b = torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[1, 1], [1, 1]]])
+    # Together: [[4, 1], [0, 3]] -> IoU 4/5 and 3/4 -> mIoU 0.775 (the batch average is 0.6875).
+    two_updates = SegmentationMetrics(num_classes=2)
+    two_updates.update(preds_a, target_a)
+    two_updates.update(preds_b, target_b)
+    one_update = SegmentationMetrics(num_classes=2)
+    one_update.update(torch.cat([preds_a, preds_b]), torch.cat([target_a, target_b]))
+
+    batch_means = []
+    for preds, target in ((preds_a, target_a), (preds_b, target_b)):
+        single = SegmentationMetrics(num_classes=2)
+        single.update(preds, target)
+        batch_means.append(single.compute()["mIoU"].item())
+
+    accumulated = two_updates.compute()
+    assert accumulated["mIoU"].item() == pytest.approx(0.775)
+    assert sum(batch_means) / 2 == pytest.approx(0.6875)
+    for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU", "IoU"):
+        torch.testing.assert_close(accumulated[key], one_update.compute()[key], equal_nan=True)
+
+
+def test_reset_forgets_previous_updates() -> None:
+    metric = metric_after(PREDS, TARGET)
+    metric.reset()
+    metric.update(torch.tensor([[[1]]]), torch.tensor([[[1]]]))
+    assert metric.confmat.sum().item() == 1
+    assert metric.compute()["pixel_acc"].item() == 1.0
+
+
+def test_as_log_dict_has_exactly_the_documented_keys() -> None:
+    metric = metric_after(PREDS, TARGET)
+    logged = metric.as_log_dict("val")
+    assert set(logged) == {
+        "val/mIoU",
+        "val/pixel_acc",
+        "val/mean_acc",
+        "val/fwIoU",
+        *(f"val/IoU/{name}" for name in NAMES),
+    }
+    assert logged["val/mIoU"].item() == pytest.approx(EXPECTED_MIOU)
+    assert logged["val/IoU/cat"].item() == pytest.approx(0.5)
+    assert math.isnan(logged["val/IoU/bird"].item())
+
+
+def test_default_class_names_are_numbered() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    metric.update(torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 1, 2]]]))
+    assert set(metric.as_log_dict("test")) == {
+        "test/mIoU", "test/pixel_acc", "test/mean_acc", "test/fwIoU",
+        "test/IoU/class_0", "test/IoU/class_1", "test/IoU/class_2",
+    }
+
+
+def test_class_names_must_match_num_classes() -> None:
+    with pytest.raises(ValueError, match="class_names"):
+        SegmentationMetrics(num_classes=3, class_names=["a", "b"])

@@ -1,0 +1,147 @@
+"""The LightningModule: checkpoints that rebuild themselves, and the metrics it logs."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from helpers import CliRun, InProcessRun
+from segkit.data import ShapesDataModule
+from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.models import SegmentationModule, UNetModule
+
+SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[UNetModule, Path]:
+    """A UNetModule fitted for a few steps (so batch-norm statistics moved) and its checkpoint."""
+    torch.manual_seed(0)
+    datamodule = ShapesDataModule(train_size=8, val_size=4, test_size=4, image_size=32,
+                                  batch_size=4, num_workers=0)
+    module = UNetModule(
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        depth=2,
+        base_width=4,
+        upsampling="bilinear",
+        dropout=0.1,
+        loss_reduction="sum",
+        optimizer=functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+    )
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=datamodule)
+    path = tmp_path_factory.mktemp("module_ckpt") / "module.ckpt"
+    trainer.save_checkpoint(path)
+    return module, path
+
+
+def assert_same_model(original: SegmentationModule, loaded: SegmentationModule) -> None:
+    assert type(loaded) is type(original)
+    assert loaded.hparams == original.hparams
+    assert loaded.class_names == original.class_names
+    original_state, loaded_state = original.state_dict(), loaded.state_dict()
+    assert original_state.keys() == loaded_state.keys()
+    for key, value in original_state.items():
+        assert torch.equal(value.cpu(), loaded_state[key].cpu()), key
+    images = torch.randn(2, 3, 29, 35, generator=torch.Generator().manual_seed(1))
+    original.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), original(images), rtol=0, atol=0)
+
+
+def test_load_from_checkpoint_without_arguments_rebuilds_the_same_model(fitted) -> None:
+    module, path = fitted
+    assert_same_model(module, UNetModule.load_from_checkpoint(path))
+
+
+def test_load_from_checkpoint_works_with_weights_only(fitted) -> None:
+    module, path = fitted
+    assert_same_model(module, UNetModule.load_from_checkpoint(path, weights_only=True))
+
+
+def test_checkpoint_names_its_module_and_holds_only_plain_hyperparameters(fitted) -> None:
+    _, path = fitted
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["segkit_module"] == "segkit.models.unet:UNetModule"
+    hparams = checkpoint["hyper_parameters"]
+    assert "optimizer" not in hparams and "scheduler" not in hparams
+    assert hparams["upsampling"] == "bilinear" and hparams["base_width"] == 4
+    assert hparams["class_names"] == list(SHAPES_CLASS_NAMES)
+
+
+def test_the_cli_checkpoint_reloads_with_weights_only(cli_run: CliRun) -> None:
+    checkpoint = torch.load(cli_run.last_ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["segkit_module"] == "segkit.models.unet:UNetModule"
+    loaded = UNetModule.load_from_checkpoint(cli_run.last_ckpt, weights_only=True)
+    assert loaded.class_names == list(SHAPES_CLASS_NAMES)
+    assert loaded.hparams["base_width"] == 8
+    for key, value in checkpoint["state_dict"].items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_fit_logs_train_loss_and_every_val_score(inprocess_run: InProcessRun) -> None:
+    metrics = inprocess_run.metrics
+    expected = {"train/loss", "val/mIoU_best"}
+    expected |= {f"val/{score}" for score in SCORES}
+    expected |= {f"val/IoU/{name}" for name in SHAPES_CLASS_NAMES}
+    missing = expected - set(metrics)
+    assert not missing, f"not logged: {sorted(missing)}"
+    assert 0.0 <= metrics["val/mIoU"] <= metrics["val/mIoU_best"] + 1e-6 <= 1.0 + 1e-6
+
+
+def test_test_logs_every_score_under_test(inprocess_run: InProcessRun) -> None:
+    metrics = inprocess_run.metrics
+    expected = {f"test/{score}" for score in SCORES}
+    expected |= {f"test/IoU/{name}" for name in SHAPES_CLASS_NAMES}
+    missing = expected - set(metrics)
+    assert not missing, f"not logged: {sorted(missing)}"
+
+
+def test_logged_miou_is_the_nan_mean_of_the_logged_class_ious(inprocess_run: InProcessRun) -> None:
+    metrics = inprocess_run.metrics
+    for stage in ("val", "test"):
+        ious = torch.tensor([metrics[f"{stage}/IoU/{name}"] for name in SHAPES_CLASS_NAMES])
+        assert metrics[f"{stage}/mIoU"] == pytest.approx(ious.nanmean().item(), abs=1e-6)
+
+
+def test_invalid_loss_reduction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="loss_reduction"):
+        UNetModule(num_classes=3, loss_reduction="none")
+
+
+def test_loss_ignores_the_ignore_index() -> None:
+    module = UNetModule(num_classes=2, depth=1, base_width=2)
+    logits = torch.tensor([[[[5.0, 0.0]], [[0.0, 5.0]]]])  # (1, 2, 1, 2): predicts [0, 1]
+    right = module.loss(logits, torch.tensor([[[0, 1]]]))
+    one_wrong = module.loss(logits, torch.tensor([[[0, 0]]]))
+    wrong_one_ignored = module.loss(logits, torch.tensor([[[0, 255]]]))
+    assert one_wrong.item() > right.item()
+    # The mean is over valid pixels only: ignoring the wrong pixel leaves the right one's loss.
+    assert wrong_one_ignored.item() == pytest.approx(right.item())
+
+
+def test_scheduler_length_is_filled_from_the_run(tmp_path: Path) -> None:
+    # OneCycleLR needs total_steps; the config leaves it out and the module fills it in.
+    datamodule = ShapesDataModule(train_size=8, val_size=4, test_size=4, image_size=16,
+                                  batch_size=4, num_workers=0)
+    module = UNetModule(
+        num_classes=datamodule.num_classes, depth=1, base_width=2,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        scheduler=functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3),
+        scheduler_interval="step",
+    )
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.total_steps == 3 * 2  # 3 epochs x 2 batches of 4

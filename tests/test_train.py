@@ -1,0 +1,248 @@
+"""segkit-train end to end: fast_dev_run per model, multirun, overfitting, run directory contents."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from helpers import (
+    CLI_RUN_EPOCHS,
+    CPU,
+    QUIET_CALLBACKS,
+    TINY,
+    TINY_DATA,
+    TRAIN_CMD,
+    CliRun,
+    config_options,
+    describe,
+    run_cli,
+    task_config,
+)
+from segkit.cli.errors import SegkitError
+from segkit.cli.train import resolve_ckpt_path, train
+
+BEST_CKPT = re.compile(r"epoch_(\d{3})-mIoU_(\d\.\d{4})\.ckpt")
+
+
+def tensorboard_events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+# --- fast_dev_run, once per model config -------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=config_options("model"))
+def fdr_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    model = request.param
+    root = tmp_path_factory.mktemp(f"fdr_{model}")
+    proc = run_cli(TRAIN_CMD, ["debug=fdr", f"model={model}", *TINY_DATA, *QUIET_CALLBACKS], root)
+    return model, root, proc
+
+
+@pytest.mark.timeout(300)
+def test_fast_dev_run_of_every_model_exits_zero(fdr_run) -> None:
+    model, root, proc = fdr_run
+    assert proc.returncode == 0, f"model={model}: {describe(proc)}"
+    run_dirs = list((root / "logs" / "debug" / "runs").iterdir())
+    assert len(run_dirs) == 1
+    assert OmegaConf.load(run_dirs[0] / ".hydra" / "config.yaml").trainer.fast_dev_run is True
+
+
+@pytest.mark.timeout(300)
+def test_fast_dev_run_writes_no_checkpoint_and_no_tensorboard_logs(fdr_run) -> None:
+    # conf/debug/fdr.yaml promises: "no logs or checkpoints are written".
+    model, root, proc = fdr_run
+    assert proc.returncode == 0, f"model={model}: {describe(proc)}"
+    (run_dir,) = (root / "logs" / "debug" / "runs").iterdir()
+    assert not list(run_dir.rglob("*.ckpt")), (
+        f"fast_dev_run wrote checkpoints: {sorted(p.relative_to(run_dir) for p in run_dir.rglob('*.ckpt'))}"
+    )
+    assert not list(run_dir.rglob("events.out.tfevents.*"))
+
+
+# --- multirun ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_multirun_launches_one_job_per_value_in_numbered_dirs(tmp_path: Path) -> None:
+    proc = run_cli(TRAIN_CMD, ["-m", "data.seed=1,2", "debug=fdr", *TINY_DATA, *QUIET_CALLBACKS], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    sweeps = list((tmp_path / "logs" / "debug" / "multiruns").iterdir())
+    assert len(sweeps) == 1, sweeps
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    seeds = [OmegaConf.load(sweeps[0] / job / ".hydra" / "config.yaml").data.seed for job in jobs]
+    assert seeds == [1, 2]
+
+
+# --- overfitting a few batches -------------------------------------------------------------
+
+
+def test_debug_overfit_drives_the_train_loss_down(tmp_path: Path) -> None:
+    cfg = task_config(
+        "train",
+        ["debug=overfit", *TINY_DATA, *QUIET_CALLBACKS, *CPU, "trainer.max_epochs=10",
+         "model.base_width=8", "model.depth=2", "trainer.log_every_n_steps=1",
+         f"paths.root_dir={tmp_path}"],
+        tmp_path / "run",
+    )
+    assert cfg.test is False
+    metrics = train(cfg)
+    losses = [event.value for event in tensorboard_events(tmp_path / "run").Scalars("train/loss")]
+    batches = cfg.trainer.overfit_batches
+    assert len(losses) == batches * 10
+    first_epoch, last_epoch = losses[:batches], losses[-batches:]
+    assert sum(last_epoch) / batches < 0.75 * sum(first_epoch) / batches, losses
+    assert not any(key.startswith("test/") for key in metrics)  # debug=overfit skips testing
+
+
+# --- resuming -----------------------------------------------------------------------------
+
+
+def _finished_one_epoch_run(extra: list[str], tmp_path: Path) -> tuple[list[str], Path]:
+    common = [*TINY, *extra, "test=false", f"paths.root_dir={tmp_path}"]
+    train(task_config("train", [*common, "trainer.max_epochs=1"], tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    return common, last
+
+
+def test_resuming_without_a_fixed_length_schedule_continues_for_more_epochs(tmp_path: Path) -> None:
+    # train.yaml: "ckpt_path: Resume from a checkpoint". A finished 1-epoch run (4 steps) is
+    # continued to 2 epochs, as when one decides to train longer.
+    common, first_last = _finished_one_epoch_run(["model.scheduler=null"], tmp_path)
+    resumed = task_config("train", [*common, "trainer.max_epochs=2", f"ckpt_path={first_last}"], tmp_path / "second")
+    metrics = train(resumed)
+    second_last = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert second_last["global_step"] == 8
+    assert "val/mIoU" in metrics
+
+
+def test_stretching_a_resumed_one_cycle_schedule_is_a_clear_error(tmp_path: Path) -> None:
+    # The default OneCycleLR was built for 4 steps; a resumed run of 8 cannot follow it.
+    common, first_last = _finished_one_epoch_run([], tmp_path)
+    resumed = task_config("train", [*common, "trainer.max_epochs=2", f"ckpt_path={first_last}"], tmp_path / "second")
+    with pytest.raises(SegkitError, match=r"OneCycleLR was built for total_steps=4 steps but this run has 8"):
+        train(resumed)
+
+
+# --- every logger and callbacks option trains ----------------------------------------------
+
+LOGGER_FILES = {
+    "tensorboard": ["tensorboard/events.out.tfevents.*"],
+    "csv": ["csv/metrics.csv"],
+    "many": ["tensorboard/events.out.tfevents.*", "csv/metrics.csv"],
+}
+
+
+@pytest.mark.parametrize("option", config_options("logger"))
+def test_every_logger_option_trains_and_writes_its_logs(option: str, tmp_path: Path) -> None:
+    cfg = task_config(
+        "train", [f"logger={option}", *TINY, "test=false", f"paths.root_dir={tmp_path}"],
+        tmp_path / "run",
+    )
+    metrics = train(cfg)
+    assert "val/mIoU" in metrics
+    for pattern in LOGGER_FILES.get(option, []):
+        assert list((tmp_path / "run").glob(pattern)), f"logger={option}: no {pattern}"
+    if "csv/metrics.csv" in LOGGER_FILES.get(option, []):
+        header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
+        assert "val/mIoU" in header.split(",")
+
+
+@pytest.mark.parametrize("option", config_options("callbacks"))
+def test_every_callbacks_option_trains(option: str, tmp_path: Path) -> None:
+    cfg = task_config(
+        "train", [f"callbacks={option}", *TINY_DATA, "model.base_width=4", "model.depth=2",
+                  *CPU, "trainer.max_epochs=1",
+                  f"paths.root_dir={tmp_path}"],
+        tmp_path / "run",
+    )
+    metrics = train(cfg)
+    assert {"val/mIoU", "test/mIoU"} <= set(metrics)
+
+
+# --- the run directory of a real segkit-train run -------------------------------------------
+
+
+def test_run_dir_holds_the_composed_config(cli_run: CliRun) -> None:
+    config = OmegaConf.load(cli_run.run_dir / ".hydra" / "config.yaml")
+    assert config.trainer.max_epochs == CLI_RUN_EPOCHS
+    assert config.data.image_size == 32
+    assert cli_run.run_dir.parent == cli_run.root / "logs" / "train" / "runs"
+
+
+def test_tensorboard_has_val_miou_per_epoch_and_prediction_images(cli_run: CliRun) -> None:
+    events = tensorboard_events(cli_run.run_dir)
+    tags = events.Tags()
+    assert "val/mIoU" in tags["scalars"]
+    assert "train/loss" in tags["scalars"]
+    assert "test/mIoU" in tags["scalars"]
+    # One value per real validation epoch; the sanity check is not logged.
+    assert len(events.Scalars("val/mIoU")) == CLI_RUN_EPOCHS
+    assert "val/predictions" in tags["images"]
+    images = events.Images("val/predictions")
+    assert len(images) == CLI_RUN_EPOCHS
+    # One row per logged scene (6 of the 8 val scenes): input | ground truth | prediction.
+    tile = 32 + 2  # image_size plus make_grid's padding
+    assert (images[-1].width - 2, images[-1].height - 2) == (3 * tile, 6 * tile)
+
+
+def test_tensorboard_has_the_run_config_as_hparams(cli_run: CliRun) -> None:
+    events = tensorboard_events(cli_run.run_dir)
+    content = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["model/base_width"].number_value == 8
+    assert hparams["data/image_size"].number_value == 32
+    assert hparams["model/params/total"].number_value > 0
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert [m.name.tag for m in experiment.experiment.metric_infos] == ["val/mIoU"]
+
+
+def test_checkpoints_are_last_and_the_best_named_with_its_miou(cli_run: CliRun) -> None:
+    checkpoints = sorted(p.name for p in (cli_run.run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints
+    best = [name for name in checkpoints if name != "last.ckpt"]
+    assert len(best) == 1, checkpoints
+    match = BEST_CKPT.fullmatch(best[0])
+    assert match, f"unexpected best checkpoint name {best[0]!r}"
+    val_miou = [event.value for event in tensorboard_events(cli_run.run_dir).Scalars("val/mIoU")]
+    best_epoch = max(range(len(val_miou)), key=val_miou.__getitem__)
+    assert int(match.group(1)) == best_epoch
+    # The name shows the best val/mIoU to 4 decimals (TensorBoard keeps it as float32).
+    assert abs(float(match.group(2)) - val_miou[best_epoch]) <= 0.5e-4 + 1e-6
+
+
+def test_resolve_ckpt_path(tmp_path: Path) -> None:
+    assert resolve_ckpt_path(None, str(tmp_path)) is None
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(SegkitError, match="ckpt_path=last"):
+        resolve_ckpt_path("last", str(tmp_path))
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resolve_ckpt_path("last", str(tmp_path)) == str(last)
+    assert resolve_ckpt_path(str(last), "/elsewhere") == str(last)
+    with pytest.raises(SegkitError, match="missing.ckpt"):
+        resolve_ckpt_path(str(tmp_path / "missing.ckpt"), str(tmp_path))
+
+
+@pytest.mark.timeout(300)
+def test_missing_resume_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "last.ckpt"
+    proc = run_cli(TRAIN_CMD, [f"ckpt_path={missing}", "debug=fdr", *TINY_DATA, *QUIET_CALLBACKS],
+                   tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-train: error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
