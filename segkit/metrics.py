@@ -46,7 +46,9 @@ def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class SegmentationMetrics(MulticlassConfusionMatrix):
-    """torchmetrics confusion matrix over valid pixels whose ``compute`` returns every score.
+    """torchmetrics confusion matrix (its state, DDP sum and reset) whose ``compute`` returns every score.
+
+    ``update`` is segkit's own: one bincount over all pixels, invalid ones in a dropped bin.
 
     ``update`` takes logits ``(N, C, H, W)`` or class indices ``(N, H, W)`` and targets
     ``(N, H, W)``; target pixels equal to ``ignore_index`` or outside ``[0, C)`` are ignored.
@@ -75,11 +77,16 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
         if preds.is_floating_point() and preds.ndim == target.ndim + 1:
-            preds = preds.argmax(dim=1)
-        valid = (target >= 0) & (target < self.num_classes)
+            # max(...).indices, not argmax: same first-max tie rule, ~8x faster on CPU over dim 1.
+            preds = preds.max(dim=1).indices
+        num_classes = self.num_classes
+        valid = (target >= 0) & (target < num_classes)
         if self.segmentation_ignore_index is not None:
             valid &= target != self.segmentation_ignore_index
-        super().update(preds[valid], target[valid])
+        # Invalid pixels go to one extra bin that is dropped: cheaper than boolean indexing.
+        bins = torch.where(valid, target * num_classes + preds, num_classes * num_classes)
+        counts = torch.bincount(bins.flatten(), minlength=num_classes * num_classes + 1)
+        self.confmat += counts[:-1].reshape(num_classes, num_classes)
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return scores_from_confusion(self.confmat)
