@@ -208,3 +208,31 @@ def test_resolve_num_workers_rejects_other_values(bad: int | str) -> None:
 def test_datamodule_resolves_auto_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert ShapesDataModule(num_workers="auto").num_workers == 0
+
+
+def test_resampled_training_shows_new_scenes_every_epoch_and_val_never_changes() -> None:
+    dm = ShapesDataModule(image_size=16, train_size=4, val_size=2, test_size=2, num_workers=0, augment=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    epochs = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+        epochs.append(sorted(loader.sampler))
+    assert epochs == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    first_epoch_scene, second_epoch_scene = dm.train_set[0], dm.train_set[4]
+    assert not torch.equal(first_epoch_scene[0], second_epoch_scene[0])
+    assert len(list(dm.train_set)) == 4  # iterating stops at len() even though indices go on
+    with pytest.raises(IndexError):
+        dm.val_set[2]
+
+
+def test_without_resampling_every_epoch_repeats_the_same_scenes_in_a_new_order() -> None:
+    dm = ShapesDataModule(image_size=16, train_size=8, num_workers=0, resample_train=False)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().sampler
+    orders = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(8))
+    assert orders[0] != orders[1]

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def resolve_num_workers(num_workers: int | str) -> int:
@@ -49,15 +49,21 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = pin_memory
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None, drop_last: bool | None = None
+    ) -> DataLoader:
+        if drop_last is None:
+            drop_last = shuffle
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            # Keep a short last training batch only when it is the only one.
+            drop_last=drop_last and len(dataset) > self.batch_size,  # type: ignore[arg-type]
         )
 
     def train_dataloader(self) -> DataLoader:

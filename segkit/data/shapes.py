@@ -2,7 +2,9 @@
 
 Scenes are rendered on the fly, in the DataLoader workers, by
 :func:`segkit.data.shapes_render.render_scene`; sample ``i`` of a split depends only on
-``(seed, split, i)``, so every run, worker count and process sees the same images.
+``(seed, split, i)``, so every run, worker count and process sees the same images. Since
+scenes are free, the training split can show new ones every epoch (``resample_train``):
+epoch ``e`` draws samples ``e * train_size ... (e + 1) * train_size - 1``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 
 from segkit.data.base import SegmentationDataModule
@@ -45,6 +47,7 @@ class ShapesDataset(Dataset):
         transform: PairTransform | None = None,
         max_objects: int = 6,
         boundary_width: int = 1,
+        open_ended: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -55,19 +58,27 @@ class ShapesDataset(Dataset):
         self.transform = transform
         self.max_objects = max_objects
         self.boundary_width = boundary_width
+        # Open-ended: indices past len() are further scenes (what EpochSampler draws).
+        self.open_ended = open_ended
 
     def __len__(self) -> int:
         return self.length
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw scene: image ``(H, W, 3)`` float32 in [0, 1] and mask ``(H, W)`` uint8."""
-        if not 0 <= index < self.length:
+        """The raw scene: image ``(H, W, 3)`` float32 in [0, 1] and mask ``(H, W)`` uint8.
+
+        Indices are ``0 <= index < len()``, or any ``index >= 0`` if the split is open-ended.
+        """
+        if index < 0 or (index >= self.length and not self.open_ended):
             raise IndexError(f"index {index} out of range for a split of {self.length}")
         rng = np.random.default_rng([self.seed, self.split_code, index])
         return render_scene(
             rng, self.height, self.width,
             max_objects=self.max_objects, boundary_width=self.boundary_width,
         )
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (self[i] for i in range(self.length))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_np, mask_np = self.render(index)
@@ -78,18 +89,50 @@ class ShapesDataset(Dataset):
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
+class EpochSampler(Sampler[int]):
+    """Shuffles ``range(length)`` per epoch; with ``resample``, epoch ``e`` shifts it by ``e * length``.
+
+    Lightning calls ``set_epoch`` before every epoch. Order and scenes depend only on
+    ``(seed, epoch)``.
+
+    Example:
+        >>> sampler = EpochSampler(4, seed=0, resample=True)
+        >>> sampler.set_epoch(1)
+        >>> sorted(sampler)
+        [4, 5, 6, 7]
+    """
+
+    def __init__(self, length: int, seed: int = 0, resample: bool = True) -> None:
+        self.length = length
+        self.seed = seed
+        self.resample = resample
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        offset = self.epoch * self.length if self.resample else 0
+        return iter((torch.randperm(self.length, generator=generator) + offset).tolist())
+
+
 class ShapesDataModule(SegmentationDataModule):
     """Synthetic scenes of overlapping textured objects on a textured background.
 
-    Seven classes (background + six shapes, each with its own texture and size range, random
-    colours); object boundaries are marked 255 (ignored) as in PASCAL VOC.
+    Six classes (background + five shapes, each with its own texture and size range, random
+    colours); object boundaries are marked 255 (ignored) as in PASCAL VOC. With
+    ``resample_train`` every epoch trains on new scenes (val and test never change).
 
     Example:
         >>> dm = ShapesDataModule(train_size=8, val_size=4, test_size=4, num_workers=0)
         >>> dm.setup("fit")
         >>> images, masks = next(iter(dm.val_dataloader()))
         >>> dm.num_classes, tuple(images.shape)
-        (7, (4, 3, 64, 64))
+        (6, (4, 3, 64, 64))
     """
 
     class_names = SHAPES_CLASS_NAMES
@@ -110,6 +153,7 @@ class ShapesDataModule(SegmentationDataModule):
         num_workers: int | str = "auto",
         pin_memory: bool = False,
         augment: bool = True,
+        resample_train: bool = True,
         max_objects: int = 6,
         boundary_width: int = 1,
     ) -> None:
@@ -118,6 +162,7 @@ class ShapesDataModule(SegmentationDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed
         self.augment = augment
+        self.resample_train = resample_train
         self.scene_options = {"max_objects": max_objects, "boundary_width": boundary_width}
 
     def make_split(self, split: str) -> ShapesDataset:
@@ -126,8 +171,13 @@ class ShapesDataModule(SegmentationDataModule):
             hflip=True, vflip=True,
         )
         return ShapesDataset(
-            split, self.sizes[split], self.image_size, self.seed, transform, **self.scene_options
+            split, self.sizes[split], self.image_size, self.seed, transform, **self.scene_options,
+            open_ended=split == "train" and self.resample_train,
         )
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set, self.val_set, self.test_set = (self.make_split(s) for s in SPLITS)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochSampler(len(self.train_set), self.seed, self.resample_train)
+        return self._loader(self.train_set, shuffle=False, sampler=sampler, drop_last=True)
