@@ -41,10 +41,15 @@ QUIET_CALLBACKS = ["callbacks.progress_bar=null", "callbacks.model_summary=null"
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1"]
 TINY = [*TINY_DATA, *TINY_MODEL, *QUIET_CALLBACKS, *CPU, "trainer.max_epochs=1"]
 
-# The run used for checkpoint, TensorBoard and segkit-eval tests: wide enough (8) that its
-# val/mIoU changes from epoch to epoch, so "the last epoch's value" is a meaningful target.
+# The run used for checkpoint, TensorBoard and segkit-eval tests: wide enough (8) and with a
+# high enough constant lr that its val/mIoU changes from epoch to epoch, so "the last epoch's
+# value" is a meaningful target.
 CLI_RUN_EPOCHS = 3
-CLI_RUN_OVERRIDES = [*TINY, "model.base_width=8", f"trainer.max_epochs={CLI_RUN_EPOCHS}"]
+CLI_RUN_OVERRIDES = [
+    *TINY, "model.base_width=8", "model.scheduler=null", "model.optimizer.lr=0.02",
+    f"trainer.max_epochs={CLI_RUN_EPOCHS}",
+]
+
 
 def config_options(group: str) -> list[str]:
     """The options of a config group: the ``conf/<group>/*.yaml`` file stems."""
