@@ -17,7 +17,9 @@ MODULES_WITH_EXAMPLES = [
     "segkit.data.transforms",
     "segkit.metrics",
     "segkit.models.unet",
+    "segkit.nets.fcn",
     "segkit.nets.unet",
+    "segkit.nets.vgg",
     "segkit.palette",
 ]
 
