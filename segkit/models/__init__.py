@@ -1,6 +1,7 @@
 """LightningModules: one base (loss, metrics, optimiser, logging) and one per architecture."""
 
 from segkit.models.base import SegmentationModule
+from segkit.models.fcn import FCNModule
 from segkit.models.unet import UNetModule
 
-__all__ = ["SegmentationModule", "UNetModule"]
+__all__ = ["FCNModule", "SegmentationModule", "UNetModule"]

@@ -121,8 +121,12 @@ class SegmentationModule(L.LightningModule):
         self.log_dict(self.test_metrics.as_log_dict("test"))
         self.test_metrics.reset()
 
+    def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """What the optimiser gets: every trainable parameter; subclasses may split groups."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if self.optimizer_factory is None:
             optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=1e-3)
         else:

@@ -1,0 +1,96 @@
+"""FCN-32s / 16s / 8s / 8s-at-once as a LightningModule, with the reference recipe's options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from segkit.errors import SegkitError
+from segkit.models.base import NOT_HPARAMS, OptimizerFactory, SchedulerFactory, SegmentationModule
+from segkit.nets.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
+from segkit.nets.fcn_init import init_from_fcn, load_vgg16_backbone
+
+ARCHITECTURES: dict[str, type[FCN32s]] = {
+    "fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s_atonce": FCN8sAtOnce,
+}
+
+
+class FCNModule(SegmentationModule):
+    """An FCN (``arch`` = fcn32s, fcn16s, fcn8s or fcn8s_atonce) on VGG16.
+
+    Args:
+        arch: which FCN.
+        width_mult: channel multiplier (1.0 = the paper).
+        learn_upsampling: learn the 2x upsamplings (paper) or keep them bilinear (reference).
+        backbone_weights: ``"imagenet"``, a path to a VGG16 state dict, or ``None`` (random).
+        init_from: an FCN checkpoint (``.ckpt`` of this module, or a state dict) whose matching
+            layers initialise this net: staged training 32s -> 16s -> 8s.
+        bias_lr_mult, bias_weight_decay: the reference recipe trains biases at 2x the lr and
+            without weight decay; 1.0 / None keep them like the weights.
+        Others: see :class:`SegmentationModule`.
+
+    Example:
+        >>> module = FCNModule(num_classes=3, arch="fcn8s", width_mult=0.0625)
+        >>> module(torch.randn(1, 3, 45, 37)).shape
+        torch.Size([1, 3, 45, 37])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "fcn8s",
+        in_channels: int = 3,
+        width_mult: float = 1.0,
+        learn_upsampling: bool = False,
+        dropout: float = 0.5,
+        backbone_weights: str | None = None,
+        init_from: str | None = None,
+        bias_lr_mult: float = 1.0,
+        bias_weight_decay: float | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        loss_reduction: str = "mean",
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__(
+            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval
+        )
+        if arch not in ARCHITECTURES:
+            raise SegkitError(f"model.arch={arch}: choose one of {', '.join(ARCHITECTURES)}")
+        # Weights come from this module's own checkpoint when it is reloaded, so the
+        # initialisation sources are not needed (nor downloaded) again.
+        self.save_hyperparameters(ignore=[*NOT_HPARAMS, "backbone_weights", "init_from"], logger=False)
+        self.net = ARCHITECTURES[arch](num_classes, in_channels, width_mult, learn_upsampling, dropout)
+        if backbone_weights not in (None, "none"):
+            load_vgg16_backbone(self.net, backbone_weights)
+        if init_from is not None:
+            self.copied_from_init = init_from_fcn(self.net, _fcn_state_dict(init_from))
+        self.bias_lr_mult = bias_lr_mult
+        self.bias_weight_decay = bias_weight_decay
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        weights = [p for n, p in self.net.named_parameters() if p.requires_grad and not n.endswith("bias")]
+        biases = [p for n, p in self.net.named_parameters() if p.requires_grad and n.endswith("bias")]
+        group: dict[str, Any] = {"params": biases}
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if self.bias_lr_mult != 1.0:
+            if base_lr is None:
+                raise SegkitError("model.bias_lr_mult needs model.optimizer.lr to be set")
+            group["lr"] = base_lr * self.bias_lr_mult
+        if self.bias_weight_decay is not None:
+            group["weight_decay"] = self.bias_weight_decay
+        return [{"params": weights}, group]
+
+
+def _fcn_state_dict(path: str) -> dict[str, torch.Tensor]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SegkitError(f"model.init_from={path}: no such file; pass the .ckpt of the previous FCN stage") from None
+    state = checkpoint.get("state_dict", checkpoint)
+    # A LightningModule checkpoint prefixes the net's keys with "net.".
+    return {k.removeprefix("net."): v for k, v in state.items()}
