@@ -10,6 +10,7 @@ import pytest
 MODULES_WITH_EXAMPLES = [
     "segkit.benchmarks.throughput",
     "segkit.callbacks",
+    "segkit.cli.argv",
     "segkit.cli.config_dir",
     "segkit.data.base",
     "segkit.data.shapes",

@@ -246,3 +246,12 @@ def test_missing_resume_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path
     assert len(errors) == 1 and str(missing) in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
+
+
+@pytest.mark.timeout(300)
+def test_multirun_flag_may_follow_overrides(tmp_path: Path) -> None:
+    # As the README writes it: segkit-train experiment=... -m model=a,b
+    proc = run_cli(TRAIN_CMD, ["debug=fdr", *TINY_DATA, *QUIET_CALLBACKS, "-m", "model.depth=1,2"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (sweep,) = (tmp_path / "logs" / "debug" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]

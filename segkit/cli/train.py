@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
@@ -65,8 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error("segkit-train")
-def main(cfg: DictConfig) -> float | None:
-    """Console entry point; returns the optimised metric for sweepers (e.g. Optuna)."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task; returns the optimised metric for sweepers (e.g. Optuna)."""
     metrics = train(cfg)
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/mIoU", "val/mIoU_best", "test/mIoU") if k in metrics)
     log.info("final metrics: %s", summary or "none (nothing validated)")
@@ -74,6 +76,12 @@ def main(cfg: DictConfig) -> float | None:
         log.info("run directory: %s", HydraConfig.get().runtime.output_dir)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
+
+
+def main() -> None:
+    """Console entry point ``segkit-train``."""
+    sys.argv = hoist_multirun_flag(sys.argv)
+    hydra_main()
 
 
 if __name__ == "__main__":
