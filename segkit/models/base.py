@@ -143,15 +143,21 @@ class SegmentationModule(L.LightningModule):
         # A resumed run restores its scheduler, fixed length included: a one-cycle or cosine
         # schedule cannot stretch to a longer run, so say so instead of failing mid-epoch.
         for config in self.trainer.lr_scheduler_configs:
-            run_length = self.trainer.estimated_stepping_batches if config.interval == "step" else self.trainer.max_epochs
+            run_length = self._run_length(config.interval)
             for name in ("total_steps", "T_max"):
                 planned = getattr(config.scheduler, name, None)
                 if planned is not None and planned < run_length:
                     raise SegkitError(
                         f"{type(config.scheduler).__name__} was built for {name}={planned} "
-                        f"{config.interval}s but this run has {int(run_length)}; resume with the "
+                        f"{config.interval}s but this run has {run_length}; resume with the "
                         "original trainer.max_epochs, or start a new run (ckpt_path=null) to train longer"
                     )
+
+    def _run_length(self, interval: str) -> int:
+        """The run's number of optimiser steps (``interval="step"``) or of epochs."""
+        if interval == "step":
+            return int(self.trainer.estimated_stepping_batches)
+        return int(self.trainer.max_epochs)
 
     def _run_length_kwargs(self) -> dict[str, int]:
         """The run's length for a scheduler whose config leaves it out.
@@ -165,9 +171,7 @@ class SegmentationModule(L.LightningModule):
         params = inspect.signature(getattr(factory, "func", factory)).parameters
         for name in ("total_steps", "T_max"):
             if name in params and given.get(name) is None:
-                if self.scheduler_interval == "step":
-                    return {name: int(self.trainer.estimated_stepping_batches)}
-                return {name: int(self.trainer.max_epochs)}
+                return {name: self._run_length(self.scheduler_interval)}
         return {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
