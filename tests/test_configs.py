@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fake_data import make_fake_voc
 from helpers import (
     TRAIN_CMD,
     compose_config,
@@ -61,19 +62,29 @@ def test_every_option_of_every_group_composes_and_resolves(
     assert {"data", "model", "trainer", "paths"} <= set(resolved)
 
 
+def data_overrides(option: str, tmp_path: Path) -> list[str]:
+    """Overrides that point a data option at local files (public data sets: a fake tree)."""
+    if option == "voc":
+        return [f"data.root={make_fake_voc(tmp_path / 'voc')}", "data.crop_size=24"]
+    return []
+
+
 @pytest.mark.parametrize("option", config_options("data"))
 def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
     option: str, tmp_path: Path
 ) -> None:
-    cfg = compose_task([f"data={option}", "data.batch_size=2", "data.num_workers=0"], tmp_path)
+    overrides = [f"data={option}", "data.batch_size=2", "data.num_workers=0", *data_overrides(option, tmp_path)]
+    cfg = compose_task(overrides, tmp_path)
     datamodule = instantiate(cfg.data)
     assert isinstance(datamodule, SegmentationDataModule)
     assert len(datamodule.class_names) == datamodule.num_classes
     datamodule.setup("fit")
-    images, masks = next(iter(datamodule.val_dataloader()))
-    assert images.shape[:2] == (2, datamodule.in_channels)
-    assert images.dtype == torch.float32 and masks.dtype == torch.int64
-    assert masks.shape == (2, *images.shape[-2:])
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        images, masks = next(iter(loader))
+        assert images.shape[1] == datamodule.in_channels
+        assert images.dtype == torch.float32 and masks.dtype == torch.int64
+        assert masks.shape == (images.shape[0], *images.shape[-2:])
+    assert next(iter(datamodule.train_dataloader()))[0].shape[0] == 2
     model = instantiate_model(cfg.model, datamodule)
     assert model.num_classes == datamodule.num_classes
 

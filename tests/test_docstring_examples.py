@@ -16,6 +16,7 @@ MODULES_WITH_EXAMPLES = [
     "segkit.data.shapes",
     "segkit.data.shapes_render",
     "segkit.data.transforms",
+    "segkit.data.voc",
     "segkit.metrics",
     "segkit.models.fcn",
     "segkit.models.unet",

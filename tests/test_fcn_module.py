@@ -103,3 +103,54 @@ def test_reloaded_checkpoint_needs_no_arguments_and_no_backbone_file(tmp_path: P
 def test_unknown_arch_is_a_clear_error() -> None:
     with pytest.raises(SegkitError, match="fcn32s, fcn16s, fcn8s, fcn8s_atonce"):
         FCNModule(num_classes=2, arch="fcn4s")
+
+
+@pytest.mark.parametrize(("experiment", "lr"), [("fcn32s_voc", 1e-10), ("fcn16s_voc", 1e-12), ("fcn8s_voc", 1e-14)])
+def test_voc_experiments_are_the_reference_recipe(experiment: str, lr: float, tmp_path: Path) -> None:
+    from helpers import compose_config
+
+    cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    assert cfg.data._target_ == "segkit.data.VOCDataModule" and cfg.data.batch_size == 1
+    assert cfg.model.arch == experiment.removesuffix("_voc") and cfg.model.backbone_weights == "imagenet"
+    assert cfg.model.loss_reduction == "sum" and cfg.model.dropout == 0.5
+    optimizer = cfg.model.optimizer
+    assert (optimizer._target_, optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (
+        "torch.optim.SGD", lr, 0.99, 5e-4
+    )
+    assert (cfg.model.bias_lr_mult, cfg.model.bias_weight_decay) == (2.0, 0.0)
+    # Normalisation matches the ImageNet weights.
+    assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
+    # Stages 2 and 3 start from the previous stage's checkpoint, which the user must give.
+    assert ("model.init_from" in cfg.requires) == (experiment != "fcn32s_voc")
+
+
+def test_a_staged_experiment_without_its_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    from helpers import task_config
+    from segkit.cli.train import train
+
+    cfg = task_config("train", ["experiment=fcn16s_voc"], tmp_path)
+    with pytest.raises(SegkitError, match=r"model.init_from is not set.*FCN-32s checkpoint"):
+        train(cfg)
+
+
+def test_pretrained_weights_warn_when_the_data_uses_other_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.data import ShapesDataModule
+    from segkit.models import fcn as fcn_module
+
+    monkeypatch.setattr(fcn_module, "load_vgg16_backbone", lambda net, weights: None)
+    module = FCNModule(num_classes=6, width_mult=0.0625, backbone_weights="imagenet")
+    shapes = ShapesDataModule()
+    assert "set data.mean and data.std" in fcn_module.normalization_mismatch(module.expected_normalization, shapes)
+    imagenet_shapes = ShapesDataModule(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert fcn_module.normalization_mismatch(module.expected_normalization, imagenet_shapes) is None
+    # Random init expects nothing in particular.
+    random_init = FCNModule(num_classes=6, width_mult=0.0625)
+    assert fcn_module.normalization_mismatch(random_init.expected_normalization, shapes) is None
+
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, fast_dev_run=1, enable_progress_bar=False,
+                        enable_model_summary=False)
+    with pytest.warns(UserWarning, match="backbone_weights expect inputs normalised"):
+        trainer.fit(module, datamodule=ShapesDataModule(train_size=2, val_size=2, test_size=2, batch_size=2,
+                                                        image_size=16, num_workers=0))

@@ -123,6 +123,15 @@ def test_zero_score_layers_over_a_random_backbone_still_learn(cls: type[FCN32s])
     assert net.score_fr.weight.grad.abs().sum() > 0
 
 
+def test_random_backbone_keeps_the_activation_scale_through_fc7() -> None:
+    # PyTorch's default conv init would shrink a unit-variance input ~1000x by fc7.
+    torch.manual_seed(0)
+    net = FCN32s(num_classes=3, width_mult=THIN).eval()
+    with torch.no_grad():
+        fc7 = net.fc(net.features(torch.randn(2, 3, 64, 64)))
+    assert 0.1 < fc7.pow(2).mean().sqrt().item() < 10
+
+
 def test_parameter_counts_match_the_paper() -> None:
     def learnable(net: nn.Module) -> int:
         return sum(p.numel() for p in net.parameters() if p.requires_grad)

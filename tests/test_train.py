@@ -249,6 +249,15 @@ def test_missing_resume_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path
 
 
 @pytest.mark.timeout(300)
+def test_errors_raised_while_hydra_instantiates_are_one_line_too(tmp_path: Path) -> None:
+    missing = tmp_path / "vgg16.pth"
+    proc = run_cli(TRAIN_CMD, ["model=fcn32s", f"model.backbone_weights={missing}", "debug=fdr", *TINY_DATA], tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"segkit-train: error: backbone_weights={missing}: no such file")
+    assert "Traceback" not in proc.stderr and "Error in call to target" not in proc.stderr
+
+
+@pytest.mark.timeout(300)
 def test_multirun_flag_may_follow_overrides(tmp_path: Path) -> None:
     # As the README writes it: segkit-train experiment=... -m model=a,b
     proc = run_cli(TRAIN_CMD, ["debug=fdr", *TINY_DATA, *QUIET_CALLBACKS, "-m", "model.depth=1,2"], tmp_path)

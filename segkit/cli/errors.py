@@ -14,6 +14,15 @@ __all__ = ["SegkitError", "exit_on_user_error"]
 T = TypeVar("T")
 
 
+def user_error_of(error: BaseException) -> SegkitError | None:
+    """``error`` or the SegkitError it wraps (Hydra's instantiate wraps what a target raises)."""
+    while error is not None:
+        if isinstance(error, SegkitError):
+            return error
+        error = error.__cause__  # type: ignore[assignment]
+    return None
+
+
 def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorate a Hydra task so that a :class:`SegkitError` prints one line and exits 2."""
 
@@ -22,8 +31,11 @@ def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..
         def wrapper(*args: object, **kwargs: object) -> T:
             try:
                 return task(*args, **kwargs)
-            except SegkitError as error:
-                print(f"{program}: error: {error}", file=sys.stderr)
+            except Exception as error:
+                user_error = user_error_of(error)
+                if user_error is None:
+                    raise
+                print(f"{program}: error: {user_error}", file=sys.stderr)
                 # SystemExit is not an Exception, so Hydra lets it through with this code.
                 raise SystemExit(2) from None
 

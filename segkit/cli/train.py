@@ -19,7 +19,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
@@ -42,8 +42,20 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
+def check_required(cfg: DictConfig) -> None:
+    """Each key of ``cfg.requires`` (``{key: what it is}``, set by experiments) must be set.
+
+    Hydra cannot mark an inherited value as missing (merging ``???`` keeps the old value), so
+    presets such as ``experiment=fcn16s_voc`` list what the user has to supply here.
+    """
+    for key, what in (cfg.get("requires") or {}).items():
+        if OmegaConf.select(cfg, key) is None:
+            raise SegkitError(f"{key} is not set: this experiment needs {key}=... ({what})")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``; return the final metrics."""
+    check_required(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate_model(cfg.model, datamodule)

@@ -2,5 +2,6 @@
 
 from segkit.data.base import SegmentationDataModule
 from segkit.data.shapes import ShapesDataModule, ShapesDataset
+from segkit.data.voc import VOCDataModule
 
-__all__ = ["SegmentationDataModule", "ShapesDataModule", "ShapesDataset"]
+__all__ = ["SegmentationDataModule", "ShapesDataModule", "ShapesDataset", "VOCDataModule"]

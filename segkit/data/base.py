@@ -50,20 +50,26 @@ class SegmentationDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
 
     def _loader(
-        self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None, drop_last: bool | None = None
+        self,
+        dataset: Dataset,
+        shuffle: bool,
+        sampler: Sampler | None = None,
+        drop_last: bool | None = None,
+        batch_size: int | None = None,
     ) -> DataLoader:
         if drop_last is None:
             drop_last = shuffle
+        batch_size = batch_size or self.batch_size
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             # Keep a short last training batch only when it is the only one.
-            drop_last=drop_last and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            drop_last=drop_last and len(dataset) > batch_size,  # type: ignore[arg-type]
         )
 
     def train_dataloader(self) -> DataLoader:

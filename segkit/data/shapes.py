@@ -9,7 +9,7 @@ epoch ``e`` draws samples ``e * train_size ... (e + 1) * train_size - 1``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -139,8 +139,6 @@ class ShapesDataModule(SegmentationDataModule):
     num_classes = len(SHAPES_CLASS_NAMES)
     in_channels = 3
     ignore_index = IGNORE_INDEX
-    mean = SHAPES_MEAN
-    std = SHAPES_STD
 
     def __init__(
         self,
@@ -156,8 +154,11 @@ class ShapesDataModule(SegmentationDataModule):
         resample_train: bool = True,
         max_objects: int = 6,
         boundary_width: int = 1,
+        mean: Sequence[float] = SHAPES_MEAN,
+        std: Sequence[float] = SHAPES_STD,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.mean, self.std = list(mean), list(std)
         self.image_size = image_size if isinstance(image_size, int) else tuple(image_size)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed

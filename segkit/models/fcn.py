@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 
+from lightning.pytorch.utilities import rank_zero_warn
+
+from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import SegkitError
 from segkit.models.base import NOT_HPARAMS, OptimizerFactory, SchedulerFactory, SegmentationModule
 from segkit.nets.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
@@ -71,6 +74,16 @@ class FCNModule(SegmentationModule):
             self.copied_from_init = init_from_fcn(self.net, _fcn_state_dict(init_from))
         self.bias_lr_mult = bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
+        # VGG16 weights (torchvision's, or a local copy of them) expect ImageNet statistics.
+        self.expected_normalization = (
+            None if backbone_weights in (None, "none") else (IMAGENET_MEAN, IMAGENET_STD)
+        )
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        warning = normalization_mismatch(self.expected_normalization, datamodule)
+        if warning:
+            rank_zero_warn(warning)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         weights = [p for n, p in self.net.named_parameters() if p.requires_grad and not n.endswith("bias")]
@@ -84,6 +97,27 @@ class FCNModule(SegmentationModule):
         if self.bias_weight_decay is not None:
             group["weight_decay"] = self.bias_weight_decay
         return [{"params": weights}, group]
+
+
+def normalization_mismatch(expected: tuple[Sequence[float], Sequence[float]] | None, datamodule: object) -> str | None:
+    """A warning when pretrained weights meet inputs normalised with other statistics.
+
+    Example:
+        >>> from segkit.data import ShapesDataModule
+        >>> normalization_mismatch((IMAGENET_MEAN, IMAGENET_STD), ShapesDataModule())[:41]
+        'backbone_weights expect inputs normalised'
+    """
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    if expected is None or mean is None or std is None:
+        return None
+    if torch.allclose(torch.tensor(list(mean)), torch.tensor(expected[0]), atol=1e-3) and torch.allclose(
+        torch.tensor(list(std)), torch.tensor(expected[1]), atol=1e-3
+    ):
+        return None
+    return (
+        f"backbone_weights expect inputs normalised with mean={list(expected[0])} std={list(expected[1])}, "
+        f"the data module uses mean={list(mean)} std={list(std)}; set data.mean and data.std to match"
+    )
 
 
 def _fcn_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -50,6 +50,19 @@ def zero_conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
+def he_init(*modules: nn.Module) -> None:
+    """He-normal weights and zero biases for every Conv2d (torchvision's VGG init).
+
+    PyTorch's default conv init shrinks activations layer by layer, so a randomly initialised
+    15-conv VGG without batch norm barely trains; He init keeps their scale (He et al. 2015).
+    """
+    for module in modules:
+        for conv in module.modules():
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+
+
 def crop_like(x: torch.Tensor, offset: int, height: int, width: int) -> torch.Tensor:
     """``x[..., offset:offset + height, offset:offset + width]`` (Caffe's Crop layer)."""
     return x[..., offset : offset + height, offset : offset + width]
@@ -97,6 +110,7 @@ class FCN32s(nn.Module):
             nn.Dropout(dropout),
         )
         self.score_fr = zero_conv1x1(fc_channels, num_classes)
+        he_init(self.features, self.fc)
         self.build_head(width_mult)
 
     def build_head(self, width_mult: float) -> None:
