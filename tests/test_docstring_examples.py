@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES_WITH_EXAMPLES = [
+    "segkit.benchmarks.fcn_latency",
     "segkit.benchmarks.throughput",
     "segkit.callbacks",
     "segkit.cli.argv",

@@ -4,6 +4,7 @@ Examples::
 
     segkit-bench                      # every benchmark with its defaults
     segkit-bench throughput --steps 100 --repeats 5 --json bench.json
+    segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.throughput import measure_throughput
+from segkit.errors import SegkitError
 
 
 def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
@@ -40,7 +43,34 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
             "batch_size": result.batch_size, "image_size": result.image_size, "steps": result.steps}
 
 
-BENCHMARKS = {"throughput": _throughput}
+def _fcn(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    device = torch.device(args.device)
+    with console.status("fcn") as status:
+        variants = measure_fcn_latency(args.fcn_size, args.fcn_repeats, args.fcn_warmup, args.device,
+                                       progress=lambda text: status.update(f"fcn latency, {text}"))
+    summary = summarise(variants)
+    where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    table = Table(title=f"FCN-8s latency, {args.fcn_size}x{args.fcn_size}, batch 1, {where} (seconds)")
+    for column in ("net", "forward best", "median", "train step best", "median"):
+        table.add_column(column, justify="left" if column == "net" else "right")
+    for name, times in summary.items():
+        if name != "segkit_over_torchfcn":
+            table.add_row(name, *(f"{times[k]:.3f}" for k in ("forward_best_s", "forward_median_s", "train_step_best_s", "train_step_median_s")))
+    console.print(table)
+    ratio = summary["segkit_over_torchfcn"]
+    console.print(f"segkit / torchfcn time, fp32: forward [bold]{ratio['forward_best_s']:.3f}[/bold] (best), "
+                  f"{ratio['forward_median_s']:.3f} (median); train step [bold]{ratio['train_step_best_s']:.3f}[/bold] "
+                  f"(best), {ratio['train_step_median_s']:.3f} (median); below 1 = segkit faster")
+    skipped = bf16_support(device)
+    if skipped:
+        console.print(f"bf16 autocast: {skipped}")
+    return {"size": args.fcn_size, "device": args.device, "threads": torch.get_num_threads(),
+            "bf16_skipped": skipped, "seconds": {k: v for k, v in summary.items() if k != "segkit_over_torchfcn"},
+            "runs": {name: {"forward_s": v.forward_s, "train_step_s": v.train_step_s} for name, v in variants.items()},
+            "segkit_over_torchfcn": ratio}
+
+
+BENCHMARKS = {"throughput": _throughput, "fcn": _fcn}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs of each loop")
+    fcn = parser.add_argument_group("fcn (FCN-8s latency against torchfcn)")
+    fcn.add_argument("--fcn-size", type=int, default=500, help="square input side (the paper's 500)")
+    fcn.add_argument("--fcn-repeats", type=int, default=5, help="alternating timed runs of each variant")
+    fcn.add_argument("--fcn-warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser
 
@@ -69,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     console = Console()
-    results = {name: BENCHMARKS[name](args, console) for name in (args.benchmarks or BENCHMARKS)}
+    try:
+        results = {name: BENCHMARKS[name](args, console) for name in (args.benchmarks or BENCHMARKS)}
+    except SegkitError as error:
+        print(f"segkit-bench: error: {error}", file=sys.stderr)
+        return 2
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         console.print(f"wrote {args.json}")

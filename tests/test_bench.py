@@ -1,0 +1,67 @@
+"""segkit-bench: each benchmark runs at a tiny size and reports real, consistent timings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit.benchmarks import fcn_latency
+from segkit.cli.bench import main
+
+
+def test_fcn_benchmark_reports_both_nets_and_their_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fcn.json"
+    assert main(["fcn", "--fcn-size", "32", "--fcn-repeats", "1", "--fcn-warmup", "0", "--device", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["fcn"]
+    runs = result["runs"]
+    assert {"torchfcn FCN8s, fp32", "segkit FCN8s, fp32", "segkit FCN8s, fp32 channels_last"} <= set(runs)
+    assert all(len(r["forward_s"]) == 1 and min(r["train_step_s"]) > 0 for r in runs.values())
+    ours, ref = result["seconds"]["segkit FCN8s, fp32"], result["seconds"]["torchfcn FCN8s, fp32"]
+    assert result["segkit_over_torchfcn"]["forward_best_s"] == pytest.approx(ours["forward_best_s"] / ref["forward_best_s"])
+    assert "segkit / torchfcn time" in capsys.readouterr().out
+
+
+def test_the_compared_nets_compute_the_same_function() -> None:
+    ours, reference = fcn_latency.matched_pair(num_classes=5)
+    x = torch.randn(1, 3, 37, 53)
+    with torch.no_grad():
+        expected = ours.eval()(x)
+        assert expected.abs().max() > 0
+        assert torch.allclose(reference.eval()(x), expected, atol=1e-5 * expected.abs().max().item())
+    # Both train the same parameters (upsamplings frozen).
+    trainable = lambda net: sum(p.numel() for p in net.parameters() if p.requires_grad)  # noqa: E731
+    assert trainable(ours) == trainable(reference)
+
+
+def test_missing_torchfcn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("torchfcn", "torchfcn.models", "torchfcn.models.fcn8s"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, even after an earlier test
+    monkeypatch.setattr(fcn_latency.importlib.util, "find_spec", lambda name: None)
+    assert main(["fcn", "--fcn-size", "32", "--device", "cpu"]) == 2
+    assert "pip install --no-deps torchfcn" in capsys.readouterr().err
+
+
+def test_throughput_benchmark_runs_both_loops(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    args = ["throughput", "--steps", "2", "--warmup", "1", "--repeats", "1", "--image-size", "32", "--batch-size", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["throughput"]
+    assert len(result["plain_images_per_s"]) == len(result["fit_images_per_s"]) == 1
+    assert result["ratio"] == pytest.approx(result["fit_images_per_s"][0] / result["plain_images_per_s"][0])
+
+
+def test_existing_json_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "old.json"
+    out.write_text("keep me")
+    assert main(["throughput", "--json", str(out)]) == 2
+    assert out.read_text() == "keep me" and "exists" in capsys.readouterr().err
+
+
+def test_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["nope"])
+    assert exit_info.value.code == 2 and "throughput, fcn" in capsys.readouterr().err
