@@ -45,6 +45,19 @@ def test_missing_torchfcn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, caps
     assert "pip install --no-deps torchfcn" in capsys.readouterr().err
 
 
+def test_dense_benchmark_times_both_passes_and_checks_they_agree(tmp_path: Path) -> None:
+    out = tmp_path / "dense.json"
+    assert main(["dense", "--dense-size", "64", "--dense-pixels", "16", "--dense-repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["dense"]
+    assert result["max_abs_difference"] < 1e-5
+    assert result["naive_extrapolated_s"] == pytest.approx(result["naive_sample_s"] * 64 * 64 / 16)
+    assert result["speedup"] == pytest.approx(result["naive_extrapolated_s"] / min(result["dense_s"]))
+    # N4: ~1.2e8 MACs per window; the dense pass over 64 x 64 (+94 px of context) far fewer.
+    assert 1.1e8 < result["naive_macs_per_pixel"] < 1.3e8
+    assert result["dense_macs"] < result["naive_macs_per_pixel"] * 64 * 64 / 20
+    assert 0 < result["efficiency"] == pytest.approx(result["dense_macs"] / min(result["dense_s"]) / result["matmul_macs_per_s"])
+
+
 def test_throughput_benchmark_runs_both_loops(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     args = ["throughput", "--steps", "2", "--warmup", "1", "--repeats", "1", "--image-size", "32", "--batch-size", "2"]
@@ -64,4 +77,4 @@ def test_existing_json_is_never_overwritten(tmp_path: Path, capsys: pytest.Captu
 def test_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["nope"])
-    assert exit_info.value.code == 2 and "throughput, fcn" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "throughput, fcn, dense" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from helpers import (
     run_cli,
 )
 from segkit.cli.common import instantiate_all, instantiate_model
+from segkit.data import PatchDataModule
 from segkit.data.base import SegmentationDataModule
 from segkit.models.base import SegmentationModule
 
@@ -66,6 +67,8 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
     """Overrides that point a data option at local files (public data sets: a fake tree)."""
     if option == "voc":
         return [f"data.root={make_fake_voc(tmp_path / 'voc')}", "data.crop_size=24"]
+    if option == "patches":  # the window comes from the model at fit time; set it here
+        return ["data.window=15", "data.base.num_workers=0"]
     return []
 
 
@@ -79,12 +82,16 @@ def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
     assert isinstance(datamodule, SegmentationDataModule)
     assert len(datamodule.class_names) == datamodule.num_classes
     datamodule.setup("fit")
-    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
-        images, masks = next(iter(loader))
-        assert images.shape[1] == datamodule.in_channels
-        assert images.dtype == torch.float32 and masks.dtype == torch.int64
-        assert masks.shape == (images.shape[0], *images.shape[-2:])
-    assert next(iter(datamodule.train_dataloader()))[0].shape[0] == 2
+    images, masks = next(iter(datamodule.val_dataloader()))
+    assert images.shape[1] == datamodule.in_channels
+    assert images.dtype == torch.float32 and masks.dtype == torch.int64
+    assert masks.shape == (images.shape[0], *images.shape[-2:])
+    inputs, targets = next(iter(datamodule.train_dataloader()))
+    if isinstance(datamodule, PatchDataModule):  # (window, centre label) pairs
+        assert inputs.shape == (2 * datamodule.sampler.windows_per_image, datamodule.in_channels, 15, 15)
+        assert targets.shape == inputs.shape[:1]
+    else:
+        assert inputs.shape[:2] == (2, datamodule.in_channels) and targets.shape == (2, *inputs.shape[-2:])
     model = instantiate_model(cfg.model, datamodule)
     assert model.num_classes == datamodule.num_classes
 

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES_WITH_EXAMPLES = [
+    "segkit.benchmarks.dense_patch",
     "segkit.benchmarks.fcn_latency",
     "segkit.benchmarks.throughput",
     "segkit.callbacks",
@@ -18,13 +19,18 @@ MODULES_WITH_EXAMPLES = [
     "segkit.data.shapes_render",
     "segkit.data.transforms",
     "segkit.data.voc",
+    "segkit.data.windows",
     "segkit.metrics",
     "segkit.models.fcn",
+    "segkit.models.patch_cnn",
     "segkit.models.unet",
     "segkit.nets.fcn",
+    "segkit.nets.densify",
     "segkit.nets.fcn_init",
+    "segkit.nets.patch_cnn",
     "segkit.nets.unet",
     "segkit.nets.vgg",
+    "segkit.nets.window_scan",
     "segkit.palette",
 ]
 

@@ -5,6 +5,7 @@ Examples::
     segkit-bench                      # every benchmark with its defaults
     segkit-bench throughput --steps 100 --repeats 5 --json bench.json
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
+    segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from segkit.benchmarks.dense_patch import measure_dense_patch
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.throughput import measure_throughput
 from segkit.errors import SegkitError
@@ -70,7 +72,34 @@ def _fcn(args: argparse.Namespace, console: Console) -> dict[str, object]:
             "segkit_over_torchfcn": ratio}
 
 
-BENCHMARKS = {"throughput": _throughput, "fcn": _fcn}
+def _dense(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    with console.status("dense") as status:
+        r = measure_dense_patch(args.dense_size, args.dense_pixels, args.dense_repeats,
+                                progress=lambda text: status.update(f"dense vs naive, {text}"))
+    table = Table(title=f"Patch CNN N4 on one {r.size}x{r.size} image, {torch.get_num_threads()} CPU threads")
+    table.add_column("pass")
+    table.add_column("seconds", justify="right")
+    table.add_column("GMAC/s", justify="right")
+    table.add_column("of matmul", justify="right")
+    naive_rate = r.naive_macs_per_pixel * r.sampled_pixels / r.naive_sample_s
+    table.add_row(f"naive, batched windows ({r.sampled_pixels} px timed, extrapolated)", f"{r.naive_s:.1f}",
+                  f"{naive_rate / 1e9:.1f}", f"{r.naive_efficiency:.1%}")
+    table.add_row("dense, dilated kernels", f"{r.dilated_s:.3f}", f"{r.dense_macs / r.dilated_s / 1e9:.1f}",
+                  f"{r.dense_macs / r.dilated_s / r.matmul_macs_per_s:.1%}")
+    table.add_row("dense, fragments (default)", f"{min(r.dense_s):.3f}", f"{r.dense_macs_per_s / 1e9:.1f}", f"{r.efficiency:.1%}")
+    table.add_row("2048x2048 fp32 matmul", "", f"{r.matmul_macs_per_s / 1e9:.1f}", "100%")
+    console.print(table)
+    console.print(f"dense / naive speed-up: [bold]{r.speedup:.0f}x[/bold]; dense efficiency [bold]{r.efficiency:.1%}[/bold] "
+                  f"of matmul; MACs per pixel naive {r.naive_macs_per_pixel:.3g}, dense {r.dense_macs / r.size ** 2:.3g} "
+                  f"(ratio {r.naive_macs_per_pixel * r.size ** 2 / r.dense_macs:.0f}x); max |dense - naive| {r.max_abs_difference:.1e}")
+    return {"size": r.size, "dense_s": r.dense_s, "dilated_s": r.dilated_s, "naive_sample_s": r.naive_sample_s,
+            "sampled_pixels": r.sampled_pixels, "naive_extrapolated_s": r.naive_s, "speedup": r.speedup,
+            "dense_macs": r.dense_macs, "naive_macs_per_pixel": r.naive_macs_per_pixel,
+            "matmul_macs_per_s": r.matmul_macs_per_s, "efficiency": r.efficiency,
+            "naive_efficiency": r.naive_efficiency, "max_abs_difference": r.max_abs_difference}
+
+
+BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     fcn.add_argument("--fcn-size", type=int, default=500, help="square input side (the paper's 500)")
     fcn.add_argument("--fcn-repeats", type=int, default=5, help="alternating timed runs of each variant")
     fcn.add_argument("--fcn-warmup", type=int, default=1, help="untimed runs first")
+    dense = parser.add_argument_group("dense (patch CNN N4: dense form against naive window scanning)")
+    dense.add_argument("--dense-size", type=int, default=512, help="square image side")
+    dense.add_argument("--dense-pixels", type=int, default=1024, help="pixels timed naively (then extrapolated)")
+    dense.add_argument("--dense-repeats", type=int, default=5, help="timed dense passes (best counts)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser

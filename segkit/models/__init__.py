@@ -2,6 +2,7 @@
 
 from segkit.models.base import SegmentationModule
 from segkit.models.fcn import FCNModule
+from segkit.models.patch_cnn import PatchCNNModule
 from segkit.models.unet import UNetModule
 
-__all__ = ["FCNModule", "SegmentationModule", "UNetModule"]
+__all__ = ["FCNModule", "PatchCNNModule", "SegmentationModule", "UNetModule"]

@@ -82,12 +82,17 @@ class SegmentationModule(L.LightningModule):
             logits, masks, ignore_index=self.ignore_index, reduction=self.loss_reduction
         )
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_logits(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (N, C, H, W), targets (N, H, W))`` of a training batch; a hook for nets
+        that train on something other than whole images (the patch CNN's windows)."""
         images, masks = batch
-        logits = self(images)
+        return self(images), masks
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits, masks = self.training_logits(batch)
         loss = self.loss(logits, masks)
         self.train_metrics.update(logits.detach(), masks)
-        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
