@@ -160,3 +160,33 @@ def test_unknown_split_is_a_user_error(cli_run: CliRun, tmp_path: Path) -> None:
     cfg = task_config("eval", [f"ckpt_path={cli_run.last_ckpt}", "split=train"], tmp_path)
     with pytest.raises(SegkitError, match="split=train"):
         evaluate(cfg)
+
+
+@pytest.mark.timeout(400)
+def test_ddp_on_two_cpu_processes_scores_every_image_once(cli_run: CliRun, tmp_path: Path) -> None:
+    # 7 validation scenes: 4 + 3 across two ranks, where a padding sampler would score one twice.
+    scores = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        root = tmp_path / trainer
+        proc = run_cli(EVAL_CMD, [f"ckpt_path={cli_run.last_ckpt}", f"trainer={trainer}", "data.val_size=7"], root)
+        assert proc.returncode == 0, describe(proc)
+        # One run directory for the DDP run, not one per rank; one metrics.json (rank 0).
+        (written,) = list((root / "logs" / "eval" / "runs").glob("*/metrics.json"))
+        scores[trainer] = json.loads(written.read_text())
+    for key in SCORES:
+        assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
+    for name, value in scores["cpu"]["per_class_IoU"].items():
+        other = scores["ddp_cpu"]["per_class_IoU"][name]
+        assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value, abs=1e-6), name
+
+
+def test_evaluation_sampler_splits_without_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.data import base
+
+    monkeypatch.setattr(base.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(base.dist, "get_world_size", lambda: 2)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(base.dist, "get_rank", lambda rank=rank: rank)
+        shares.append(list(base.evaluation_sampler(list(range(7)))))
+    assert sorted(shares[0] + shares[1]) == list(range(7))  # each sample once, none padded

@@ -107,10 +107,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result["per_class_IoU"] = {name: logged[f"{prefix}/IoU/{name}"] for name in metric.class_names}
     result.update(split=cfg.split, ckpt_path=str(Path(cfg.ckpt_path).resolve()))
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # allow_nan: an absent class has IoU NaN, written as NaN (Python's json reads it back).
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # under DDP every rank holds the same synced scores
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # allow_nan: an absent class has IoU NaN, written as NaN (Python's json reads it back).
+        (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         console = Console()
         console.print(per_class_table(metric.class_names, list(result["per_class_IoU"].values()), f"{prefix} IoU per class"))
         console.print(f"mIoU {result['mIoU']:.4f}  pixel acc {result['pixel_acc']:.4f}  mean acc {result['mean_acc']:.4f}  f.w. IoU {result['fwIoU']:.4f}")

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 
 import lightning as L
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
@@ -76,7 +78,17 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, sampler=evaluation_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False, sampler=evaluation_sampler(self.test_set))
+
+
+def evaluation_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, each rank gets a disjoint share of ``dataset`` and every sample is scored
+    exactly once: Lightning's default DistributedSampler would pad the last batch with repeated
+    samples and count them twice in the confusion matrix. ``None`` (sequential) otherwise.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return None

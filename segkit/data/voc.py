@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.datasets import VOCSegmentation
 from torchvision.transforms.v2 import functional as TF
 
-from segkit.data.base import SegmentationDataModule
+from segkit.data.base import SegmentationDataModule, evaluation_sampler
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.transforms import segmentation_transforms
 from segkit.errors import SegkitError
@@ -148,7 +148,7 @@ class VOCDataModule(SegmentationDataModule):
         self.test_set = self.val_set
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, batch_size=1)
+        return self._loader(self.val_set, shuffle=False, batch_size=1, sampler=evaluation_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, batch_size=1)
+        return self._loader(self.test_set, shuffle=False, batch_size=1, sampler=evaluation_sampler(self.test_set))
