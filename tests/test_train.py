@@ -264,3 +264,18 @@ def test_multirun_flag_may_follow_overrides(tmp_path: Path) -> None:
     assert proc.returncode == 0, describe(proc)
     (sweep,) = (tmp_path / "logs" / "debug" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+@pytest.mark.timeout(300)
+def test_optuna_study_of_three_trials_maximises_the_returned_metric(tmp_path: Path) -> None:
+    proc = run_cli(TRAIN_CMD, ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
+                               *TINY_DATA, "model.depth=2", *QUIET_CALLBACKS, *CPU, "trainer.max_epochs=1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    trials = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in trials] == ["0", "1", "2"]
+    # Each trial returned its val/mIoU_best (the optimized_metric); the study kept the largest.
+    returned = [float(re.search(r"val/mIoU_best=([\d.]+)", (t / "train.log").read_text()).group(1)) for t in trials]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(returned), abs=1e-4)
+    assert set(best.best_params) == {"model.optimizer.lr", "model.base_width", "model.optimizer.weight_decay"}
