@@ -213,3 +213,14 @@ def test_unknown_model_option_fails_and_lists_the_available_ones(tmp_path: Path)
     for option in config_options("model"):
         assert option in output.split("Available options in 'model'", 1)[1]
     assert not (tmp_path / "logs").exists(), "a failed composition must not create a run dir"
+
+
+def test_slurm_launcher_composes_with_one_task_per_gpu(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2",
+                                   "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.num_nodes=${hydra:launcher.nodes}",
+                                   f"paths.output_dir={tmp_path}"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher["nodes"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (2, 4, 4)
+    assert (launcher["partition"], launcher["signal_delay_s"], launcher["max_num_timeout"]) == ("gpu", 120, 3)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is True

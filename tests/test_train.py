@@ -279,3 +279,18 @@ def test_optuna_study_of_three_trials_maximises_the_returned_metric(tmp_path: Pa
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == pytest.approx(max(returned), abs=1e-4)
     assert set(best.best_params) == {"model.optimizer.lr", "model.base_width", "model.optimizer.weight_decay"}
+
+
+@pytest.mark.timeout(300)
+def test_a_sweep_runs_through_submitits_local_executor(tmp_path: Path) -> None:
+    # The SLURM launcher's sibling: same plugin and job pickling, processes on this machine.
+    proc = run_cli(TRAIN_CMD, ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "debug=fdr",
+                               "data.seed=1,2", *TINY_DATA, *QUIET_CALLBACKS, *CPU], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (sweep,) = (tmp_path / "logs" / "debug" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for seed, job in zip((1, 2), jobs):
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").data.seed == seed
+        assert "final metrics" in (job / "train.log").read_text()
+    assert any((sweep / ".submitit").rglob("*_result.pkl"))
