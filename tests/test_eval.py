@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,15 +113,20 @@ def test_choosing_a_data_config_replaces_the_training_runs(cli_run: CliRun, tmp_
     assert result["mIoU"] != pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
 
 
+def assert_one_line_error(proc: subprocess.CompletedProcess, mentions: str) -> None:
+    """Exit code 2, exactly one ``segkit-eval: error:`` line naming ``mentions``, no traceback."""
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-eval: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert mentions in errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
 @pytest.mark.timeout(300)
 def test_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such.ckpt"
     proc = run_cli(EVAL_CMD, [f"ckpt_path={missing}"], tmp_path)
-    assert proc.returncode == 2, describe(proc)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-eval: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert str(missing) in errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert_one_line_error(proc, str(missing))
 
 
 @pytest.mark.timeout(300)
@@ -128,11 +134,7 @@ def test_garbage_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path: Path)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"this is not a checkpoint\n" + bytes(range(256)) * 4)
     proc = run_cli(EVAL_CMD, [f"ckpt_path={garbage}"], tmp_path)
-    assert proc.returncode == 2, describe(proc)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-eval: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert str(garbage) in errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert_one_line_error(proc, str(garbage))
 
 
 def test_load_module_rebuilds_the_checkpoints_class(cli_run: CliRun) -> None:

@@ -56,11 +56,11 @@ class VOCSplit(Dataset):
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
-def voc_file_lists(root: str, year: str, split: str, download: bool) -> tuple[list[str], list[str]]:
+def voc_file_lists(root: str, year: str, split: str) -> tuple[list[str], list[str]]:
     """Image and mask paths of ``split``: train/trainval/val, seg11valid or a path to an id list."""
     standard = split if split in STANDARD_SPLITS else "val"
     try:
-        voc = VOCSegmentation(root, year=year, image_set=standard, download=download)
+        voc = VOCSegmentation(root, year=year, image_set=standard)
     except (RuntimeError, FileNotFoundError) as error:
         raise SegkitError(
             f"data.root={root}: no VOC{year} tree ({error}); set data.download=true where the "
@@ -138,7 +138,7 @@ class VOCDataModule(SegmentationDataModule):
             train, self.mean, self.std, hflip=True, crop_size=self.crop_size if train else None,
             ignore_index=self.ignore_index,
         )
-        images, masks = voc_file_lists(self.root, self.year, self.splits[split], download=False)
+        images, masks = voc_file_lists(self.root, self.year, self.splits[split])
         return VOCSplit(images, masks, transform)
 
     def setup(self, stage: str | None = None) -> None:

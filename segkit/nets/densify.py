@@ -237,7 +237,7 @@ def densify(net: nn.Module, window: int | None = None, strategy: Strategy = "fra
             if _pair(layer.padding) != 0 or layer.padding_mode != "zeros" or _pair(layer.dilation) != 1 or layer.groups != 1:
                 raise ValueError(f"densify needs unpadded, undilated, ungrouped convolutions; got {layer}")
             stride, kernel = _pair(layer.stride), _pair(layer.kernel_size)
-            stages.append(_Stage(_conv_view(layer, tuple(layer.weight.shape), dilation, strategy), stride))
+            stages.append(_Stage(_SharedConv(layer, tuple(layer.weight.shape), dilation if strategy == "dilated" else 1), stride))
             size, channels, num_classes = (size - kernel) // stride + 1, layer.out_channels, layer.out_channels
         elif isinstance(layer, nn.MaxPool2d):
             if _pair(layer.padding) != 0 or _pair(layer.dilation) != 1 or layer.ceil_mode:
@@ -253,7 +253,7 @@ def densify(net: nn.Module, window: int | None = None, strategy: Strategy = "fra
             k = 1 if seen_linear else math.isqrt(area)
             if k * k * channels != layer.in_features or (not seen_linear and k != size):
                 raise ValueError(f"densify: {layer} does not read the {channels} x {size} x {size} map before it")
-            stages.append(_Stage(_conv_view(layer, (layer.out_features, channels, k, k), dilation, strategy), 1))
+            stages.append(_Stage(_SharedConv(layer, (layer.out_features, channels, k, k), dilation if strategy == "dilated" else 1), 1))
             size, channels, num_classes, seen_linear = 1, layer.out_features, layer.out_features, True
             continue
         elif isinstance(layer, nn.Flatten):
@@ -289,6 +289,3 @@ class _SharedConv(nn.Module):
     def extra_repr(self) -> str:
         return f"weight={self.shape}, dilation={self.dilation}"
 
-
-def _conv_view(source: nn.Conv2d | nn.Linear, shape: tuple[int, ...], dilation: int, strategy: Strategy) -> _SharedConv:
-    return _SharedConv(source, shape, dilation if strategy == "dilated" else 1)

@@ -7,8 +7,6 @@ which is what :func:`segkit.nets.densify` turns into an exact dense per-pixel ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
@@ -88,7 +86,3 @@ def macs_per_window(net: nn.Sequential, window: int, in_channels: int) -> int:
         x = y
     return total
 
-
-def window_sizes(presets: Sequence[str] = tuple(PRESETS)) -> dict[str, int]:
-    """Window side of each preset."""
-    return {name: PRESETS[name][0] for name in presets}
