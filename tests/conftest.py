@@ -6,7 +6,6 @@ Helpers and the tiny overrides are in helpers.py. Everything goes under pytest's
 from __future__ import annotations
 
 import pytest
-
 from helpers import (
     CLI_RUN_OVERRIDES,
     TINY,

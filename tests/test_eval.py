@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CPU, EVAL_CMD, TINY, CliRun, describe, run_cli, task_config
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import CPU, EVAL_CMD, TINY, CliRun, describe, run_cli, task_config
 from segkit.cli.errors import SegkitError
 from segkit.cli.eval import evaluate, load_module
 from segkit.cli.train import train

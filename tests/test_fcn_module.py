@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import functools
+from pathlib import Path
 from urllib.error import URLError
 
 import pytest
@@ -126,6 +126,7 @@ def test_voc_experiments_are_the_reference_recipe(experiment: str, lr: float, tm
 
 def test_a_staged_experiment_without_its_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     from helpers import task_config
+
     from segkit.cli.train import train
 
     cfg = task_config("train", ["experiment=fcn16s_voc"], tmp_path)

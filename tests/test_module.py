@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from helpers import CliRun, InProcessRun
+
 from segkit.data import ShapesDataModule
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
 from segkit.models import SegmentationModule, UNetModule

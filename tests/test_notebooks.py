@@ -5,7 +5,6 @@ Outputs are stripped in the repository; the cells assert what their text claims.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

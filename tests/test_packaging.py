@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO_ROOT, cli_env, describe
 
 # Build from a copy of the sources: an in-tree build leaves build/ behind in the checkout,
