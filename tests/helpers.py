@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -104,14 +106,14 @@ def cli_env(root: Path | None = None, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    command: Sequence[str], args: Sequence[str], root: Path, timeout: float = 240
+    command: Sequence[str], args: Sequence[str], root: Path, timeout: float = 240, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run a segkit console command with ``SEGKIT_ROOT=root`` and ``root`` as working directory."""
     root.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [*command, *args],
         cwd=root,
-        env=cli_env(root),
+        env=cli_env(root, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -146,3 +148,26 @@ class InProcessRun:
     metrics: dict[str, float]
     output_dir: Path
     cfg: DictConfig
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process when training reaches optimiser step ``step`` (a crash, a
+    preemption, an OOM kill: nothing gets to clean up). Import it in a subprocess with
+    ``PYTHONPATH=tests`` and ``+callbacks.kill._target_=helpers.KillAtStep``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordNetOutputDtypes(L.Callback):
+    """Records the dtype of ``pl_module.net``'s output in every training step (in ``seen``, a
+    class attribute, since Hydra builds the instance inside ``train``)."""
+
+    seen: list[object] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.net.register_forward_hook(lambda module, args, output: self.seen.append(output.dtype))

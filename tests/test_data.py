@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from segkit.data import ShapesDataModule, ShapesDataset
 from segkit.data.base import resolve_num_workers
+from segkit.data.sampling import EpochSampler, ResumableDataLoader
 from segkit.data.shapes import SHAPES_MEAN, SHAPES_STD
 from segkit.data.shapes_render import IGNORE_INDEX
 
@@ -236,3 +237,21 @@ def test_without_resampling_every_epoch_repeats_the_same_scenes_in_a_new_order()
         orders.append(list(sampler))
     assert sorted(orders[0]) == sorted(orders[1]) == list(range(8))
     assert orders[0] != orders[1]
+
+
+def test_epoch_sampler_shards_disjointly_over_ranks_and_resumes_within_a_share() -> None:
+    shares = [EpochSampler(10, seed=3, num_replicas=2, rank=rank) for rank in (0, 1)]
+    for sampler in shares:
+        sampler.set_epoch(2)
+    orders = [list(sampler) for sampler in shares]
+    assert sorted(orders[0] + orders[1]) == list(range(10))
+    shares[1].start_at(3)
+    assert list(shares[1]) == orders[1][3:]
+    assert list(shares[1]) == orders[1]  # the skip applies to one iteration only
+
+
+def test_resumable_loader_state_points_past_a_finished_epoch() -> None:
+    loader = ResumableDataLoader(list(range(8)), batch_size=4, sampler=EpochSampler(8, seed=0))
+    loader.sampler.set_epoch(5)
+    assert len(list(loader)) == 2
+    assert loader.state_dict() == {"epoch": 6, "batches": 0}

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
-
 from helpers import (
     CLI_RUN_EPOCHS,
     CPU,
     QUIET_CALLBACKS,
     TINY,
     TINY_DATA,
+    TINY_MODEL,
     TRAIN_CMD,
     CliRun,
     config_options,
@@ -24,6 +21,10 @@ from helpers import (
     run_cli,
     task_config,
 )
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
 from segkit.cli.errors import SegkitError
 from segkit.cli.train import resolve_ckpt_path, train
 
@@ -294,3 +295,16 @@ def test_a_sweep_runs_through_submitits_local_executor(tmp_path: Path) -> None:
         assert OmegaConf.load(job / ".hydra" / "config.yaml").data.seed == seed
         assert "final metrics" in (job / "train.log").read_text()
     assert any((sweep / ".submitit").rglob("*_result.pkl"))
+
+
+@pytest.mark.timeout(300)
+def test_ddp_training_on_two_cpu_processes_shards_the_data_into_one_run_directory(tmp_path: Path) -> None:
+    # Not TINY: its trainer.devices=1 would win over trainer=ddp_cpu's 2 processes.
+    overrides = [*TINY_DATA, *TINY_MODEL, *QUIET_CALLBACKS, "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false"]
+    proc = run_cli(TRAIN_CMD, overrides, tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()  # one per run, not per rank
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    # 16 training scenes, batch 4: 2 steps per epoch on each of 2 ranks (4 on one process).
+    assert last["global_step"] == 4
+    assert sorted(p.name for p in tmp_path.rglob("*.ckpt")) == sorted(p.name for p in (run_dir / "checkpoints").iterdir())

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 from pathlib import Path
 
@@ -66,13 +67,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            # weights_only: a checkpoint holds plain data; nothing stored in it is executed.
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise SegkitError(
+                f"ckpt_path={cfg.ckpt_path}: refused, the file holds objects other than plain data "
+                f"({str(error).splitlines()[0][:120]}); resume only from checkpoints written by segkit-train"
+            ) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # Without a best checkpoint (fast_dev_run, no validation) test the weights in memory,
         # or with train=false the checkpoint given.
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path))
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path), weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics
 

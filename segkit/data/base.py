@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
+import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from segkit.data.sampling import EpochSampler, ResumableDataLoader
 
 
 def resolve_num_workers(num_workers: int | str) -> int:
@@ -58,6 +62,7 @@ class SegmentationDataModule(L.LightningDataModule):
         sampler: Sampler | None = None,
         drop_last: bool | None = None,
         batch_size: int | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> DataLoader:
         if drop_last is None:
             drop_last = shuffle
@@ -67,6 +72,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -74,8 +80,31 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last=drop_last and len(dataset) > batch_size,  # type: ignore[arg-type]
         )
 
+    def _train_loader(
+        self, dataset: Dataset, sampler: EpochSampler | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> ResumableDataLoader:
+        """Shuffled training batches in an order fixed by ``(seed, epoch)``, resumable mid-epoch.
+
+        The default seed is the run's (``seed_everything(cfg.seed)`` sets ``torch.initial_seed``).
+        """
+        if sampler is None:
+            sampler = EpochSampler(len(dataset), seed=torch.initial_seed() % 2**31)  # type: ignore[arg-type]
+        batch_size = self.batch_size
+        return ResumableDataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # Keep a short last training batch only when it is the only one.
+            drop_last=len(sampler) > batch_size,
+        )
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._train_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, sampler=evaluation_sampler(self.val_set))

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from segkit.data.base import SegmentationDataModule
+from segkit.data.sampling import EpochSampler
 from segkit.data.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
 from segkit.data.transforms import segmentation_transforms
 
@@ -89,37 +90,6 @@ class ShapesDataset(Dataset):
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffles ``range(length)`` per epoch; with ``resample``, epoch ``e`` shifts it by ``e * length``.
-
-    Lightning calls ``set_epoch`` before every epoch. Order and scenes depend only on
-    ``(seed, epoch)``.
-
-    Example:
-        >>> sampler = EpochSampler(4, seed=0, resample=True)
-        >>> sampler.set_epoch(1)
-        >>> sorted(sampler)
-        [4, 5, 6, 7]
-    """
-
-    def __init__(self, length: int, seed: int = 0, resample: bool = True) -> None:
-        self.length = length
-        self.seed = seed
-        self.resample = resample
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        offset = self.epoch * self.length if self.resample else 0
-        return iter((torch.randperm(self.length, generator=generator) + offset).tolist())
-
-
 class ShapesDataModule(SegmentationDataModule):
     """Synthetic scenes of overlapping textured objects on a textured background.
 
@@ -180,5 +150,4 @@ class ShapesDataModule(SegmentationDataModule):
         self.train_set, self.val_set, self.test_set = (self.make_split(s) for s in SPLITS)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSampler(len(self.train_set), self.seed, self.resample_train)
-        return self._loader(self.train_set, shuffle=False, sampler=sampler, drop_last=True)
+        return self._train_loader(self.train_set, EpochSampler(len(self.train_set), self.seed, self.resample_train))

@@ -165,9 +165,7 @@ class PatchDataModule(SegmentationDataModule):
         self.val_set, self.test_set = self.base.val_set, self.base.test_set
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, collate_fn=_concatenate,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=len(self.train_set) > self.batch_size)
+        return self._train_loader(self.train_set, collate_fn=_concatenate)
 
     def val_dataloader(self) -> DataLoader:
         return self.base.val_dataloader()

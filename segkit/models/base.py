@@ -70,6 +70,8 @@ class SegmentationModule(L.LightningModule):
         self.train_metrics, self.val_metrics, self.test_metrics = (
             SegmentationMetrics(num_classes, ignore_index, self.class_names) for _ in range(3)
         )
+        # A run resumed mid-epoch continues the epoch's training confusion matrix.
+        self.train_metrics.persistent(True)
         self.val_miou_best = MaxMetric()
         # Saved in checkpoints, so a resumed run keeps its best-so-far.
         self.val_miou_best.persistent(True)

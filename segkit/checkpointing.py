@@ -1,0 +1,189 @@
+"""Checkpoints that survive a kill, and resumes that continue exactly where a run stopped.
+
+Three pieces, each a Lightning plugin or callback selected in ``conf/``:
+
+- :class:`AtomicCheckpointIO` writes a checkpoint next to its destination and renames it into
+  place, so a kill during the write leaves the previous file intact;
+- :class:`SegmentationCheckpoint` is Lightning's ModelCheckpoint plus ``last.ckpt`` every N
+  training steps, so a run killed mid-epoch loses at most N steps;
+- :class:`ExactResume` saves the random number generators' states and the training loader's
+  place in the epoch, and restores them when a resumed run starts training, so the same
+  batches, augmentations and dropout masks follow.
+
+With the resumable training loader (:mod:`segkit.data.sampling`), a run killed with SIGKILL and
+resumed with ``ckpt_path=last`` ends with the weights of a run that was never stopped
+(single process, ``num_workers=0``; worker processes draw their seeds when they start).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from segkit.data.sampling import ResumableDataLoader
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save to a hidden temporary file in the destination directory, fsync, then rename.
+
+    Lightning's own save writes through a temporary file in the system temp directory and
+    moves it, which is a copy (not atomic) when that directory is on another file system, and
+    never fsyncs. A rename within one directory is atomic on POSIX: readers see the old file or
+    the new one, never a part. Remote paths (``s3://`` ...) go to Lightning's implementation.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "last.ckpt"
+        >>> AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
+        >>> torch.load(path, weights_only=True)["global_step"], sorted(p.name for p in path.parent.iterdir())
+        (3, ['last.ckpt'])
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        _fsync_directory(path.parent)
+        # Parts left by earlier processes that were killed mid-write.
+        for stale in path.parent.glob(f".{path.name}.*.partial"):
+            stale.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class SegmentationCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` is always the latest state: written after every
+    validation, and optionally every ``last_every_n_train_steps`` training steps too.
+
+    Lightning (2.6) writes ``last.ckpt`` only when it also writes a top-k checkpoint, so after
+    an epoch that is not a new best, ``last.ckpt`` would hold older weights. Its
+    ``every_n_train_steps`` excludes saving the best model after each validation; this keeps
+    that (best by ``monitor``) and adds mid-epoch ``last.ckpt`` saves for long epochs and
+    preemptible jobs. The last batch of an epoch is left to the validation that follows it.
+
+    Example:
+        >>> callback = SegmentationCheckpoint(monitor="val/mIoU", mode="max", save_last=True,
+        ...                                   last_every_n_train_steps=100)
+    """
+
+    def __init__(self, *args: Any, last_every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if last_every_n_train_steps is not None and (last_every_n_train_steps < 1 or not self.save_last):
+            raise ValueError(
+                f"last_every_n_train_steps={last_every_n_train_steps}: needs save_last=true and a value >= 1 "
+                "(or null to save last.ckpt only after validation)"
+            )
+        self.last_every_n_train_steps = last_every_n_train_steps
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def _save_last_if_not_saved(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.last_every_n_train_steps
+        if not every or trainer.sanity_checking or trainer.global_step % every:
+            return
+        ends_accumulation = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        ends_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if ends_accumulation and not ends_epoch and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ExactResume(L.Callback):
+    """Keep what a resumed run needs to repeat an uninterrupted one: the RNG states (torch CPU
+    and CUDA, NumPy, Python) and the training loader's place in the epoch. Restored as training
+    starts, after the sanity check and loader set-up (which draw numbers an uninterrupted run
+    drew earlier).
+
+    Lightning restores the loader's place itself unless the train loader was built before the
+    checkpoint was read (it is when a scheduler asks for ``estimated_stepping_batches``), hence
+    the copy here. Callback state is restored only when resuming a run, so loading a model
+    elsewhere (``load_from_checkpoint``) never touches the caller's generators. States are plain
+    tensors, tuples and numbers: checkpoints stay loadable with ``weights_only=True``.
+
+    Example:
+        >>> callback = ExactResume()
+        >>> state = callback.state_dict(); first = torch.rand(1)
+        >>> callback.load_state_dict(state); callback.on_train_start(None, None)
+        >>> torch.equal(torch.rand(1), first)
+        True
+    """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # type: ignore[misc]
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        state = {
+            "torch": torch.get_rng_state(),
+            "cuda": cuda,
+            "numpy": (algorithm, torch.from_numpy(np.asarray(keys, dtype=np.int64)), position, has_gauss, cached_gaussian),
+            "python": random.getstate(),
+        }
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        if isinstance(loader, ResumableDataLoader):
+            state["train_loader"] = loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: L.Trainer | None, pl_module: L.LightningModule | None) -> None:
+        state, self._to_restore = self._to_restore, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        algorithm, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((algorithm, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+        random.setstate(state["python"])
+        loader = trainer.train_dataloader if trainer is not None else None
+        if isinstance(loader, ResumableDataLoader) and "train_loader" in state:
+            loader.load_state_dict(state["train_loader"])
