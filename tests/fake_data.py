@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segkit.data.isbi import LABELS_FILE, VOLUME_FILE
 from segkit.palette import voc_palette
 
 # (height, width) of the fake images: different sizes, as in VOC.
@@ -42,4 +43,20 @@ def make_fake_voc(root: Path, year: str = "2012", seg11valid: list[str] | None =
         lists["seg11valid"] = seg11valid
     for name, members in lists.items():
         (voc / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("\n".join(members) + "\n")
+    return root
+
+
+def make_fake_isbi(root: Path, pages: int = 5, size: tuple[int, int] = (32, 32), label_pages: int | None = None,
+               label_size: tuple[int, int] | None = None) -> Path:
+    """A tiny ISBI stack: volume page i is filled with 40 * i + 10; each label page has
+    membrane (dark, 0..30) on its left half and cell (bright, 225..255) on its right."""
+    root.mkdir(parents=True, exist_ok=True)
+    volume = [Image.fromarray(np.full(size, 40 * i + 10, np.uint8)) for i in range(pages)]
+    lh, lw = label_size or size
+    label = np.full((lh, lw), 255, np.uint8)
+    label[:, : lw // 2] = 0
+    label[0, 0], label[0, -1] = 30, 225  # lossy-compression-like values either side of 128
+    labels = [Image.fromarray(label) for _ in range(pages if label_pages is None else label_pages)]
+    volume[0].save(root / VOLUME_FILE, save_all=True, append_images=volume[1:])
+    labels[0].save(root / LABELS_FILE, save_all=True, append_images=labels[1:])
     return root

@@ -11,11 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf, open_dict
-
-from fake_data import make_fake_voc
+from fake_data import make_fake_isbi, make_fake_voc
 from helpers import (
     TRAIN_CMD,
     compose_config,
@@ -24,6 +20,10 @@ from helpers import (
     describe,
     run_cli,
 )
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
 from segkit.cli.common import instantiate_all, instantiate_model
 from segkit.data import PatchDataModule
 from segkit.data.base import SegmentationDataModule
@@ -67,6 +67,10 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
     """Overrides that point a data option at local files (public data sets: a fake tree)."""
     if option == "voc":
         return [f"data.root={make_fake_voc(tmp_path / 'voc')}", "data.crop_size=24"]
+    if option == "isbi2012":
+        return [f"data.root={make_fake_isbi(tmp_path / 'isbi')}"]
+    if option == "em":
+        return ["data.image_size=48"]
     if option == "patches":  # the window comes from the model at fit time; set it here
         return ["data.window=15", "data.base.num_workers=0"]
     return []

@@ -1,8 +1,13 @@
 """LightningDataModules and datasets."""
 
 from segkit.data.base import SegmentationDataModule
+from segkit.data.em import EMDataModule, EMDataset
+from segkit.data.isbi import ISBI2012DataModule
 from segkit.data.shapes import ShapesDataModule, ShapesDataset
 from segkit.data.voc import VOCDataModule
 from segkit.data.windows import PatchDataModule
 
-__all__ = ["SegmentationDataModule", "ShapesDataModule", "ShapesDataset", "VOCDataModule", "PatchDataModule"]
+__all__ = [
+    "EMDataModule", "EMDataset", "ISBI2012DataModule", "PatchDataModule",
+    "SegmentationDataModule", "ShapesDataModule", "ShapesDataset", "VOCDataModule",
+]

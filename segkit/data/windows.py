@@ -142,6 +142,8 @@ class PatchDataModule(SegmentationDataModule):
         self.sampler = WindowSampler(windows_per_image, balance, dihedral, base.ignore_index)
         self.num_classes, self.class_names = base.num_classes, base.class_names
         self.in_channels, self.ignore_index = base.in_channels, base.ignore_index
+        # EM bases: the model then also logs the membrane scores (pixel error, V_rand).
+        self.membrane_class = getattr(base, "membrane_class", None)
 
     @property
     def mean(self) -> Sequence[float] | None:
