@@ -22,6 +22,7 @@ from segkit.cli.train import train
 SMALL = {
     "unet": ["model.base_width=4", "model.depth=2"],
     "patch_cnn": ["model.preset=n1", "model.maps=4", "model.hidden=8"],
+    "unet_paper": ["model.base_width=4", "model.depth=2", "model.tile=null"],
 }
 
 

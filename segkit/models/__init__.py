@@ -4,5 +4,6 @@ from segkit.models.base import SegmentationModule
 from segkit.models.fcn import FCNModule
 from segkit.models.patch_cnn import PatchCNNModule
 from segkit.models.unet import UNetModule
+from segkit.models.unet_paper import UNetPaperModule
 
-__all__ = ["FCNModule", "PatchCNNModule", "SegmentationModule", "UNetModule"]
+__all__ = ["FCNModule", "PatchCNNModule", "SegmentationModule", "UNetModule", "UNetPaperModule"]

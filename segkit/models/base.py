@@ -10,7 +10,7 @@ logs the whole run config instead), so that
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segkit.em_metrics import EMMetrics
 from segkit.errors import SegkitError
+from segkit.losses import WeightMapCrossEntropy
 from segkit.metrics import SegmentationMetrics
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -42,6 +44,12 @@ class SegmentationModule(L.LightningModule):
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); default AdamW(lr=1e-3).
         scheduler: ``optimizer -> LRScheduler`` (a Hydra ``_partial_``) or ``None``.
         scheduler_interval: step the scheduler every ``"epoch"`` or every ``"step"``.
+        weight_map: ``{"object_class": ..., "w0": 10, "sigma": 5}`` weighs each pixel's loss
+            with the U-Net paper's weight map (:class:`segkit.losses.WeightMapCrossEntropy`),
+            computed from each training mask; ``None``: plain cross-entropy.
+
+    With a data module that has a ``membrane_class`` (EM data, two classes), validation and
+    test also log ``pixel_error``, ``v_rand`` and ``rand_error`` (:class:`segkit.em_metrics.EMMetrics`).
     """
 
     net: nn.Module
@@ -55,6 +63,7 @@ class SegmentationModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        weight_map: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if loss_reduction not in ("mean", "sum"):
@@ -66,6 +75,12 @@ class SegmentationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.weighted_loss = (
+            WeightMapCrossEntropy(**dict(weight_map), ignore_index=ignore_index, reduction=loss_reduction)
+            if weight_map else None
+        )
+        self.val_em_metrics: EMMetrics | None = None
+        self.test_em_metrics: EMMetrics | None = None
         # One confusion-matrix metric per stage, each accumulated over its whole split.
         self.train_metrics, self.val_metrics, self.test_metrics = (
             SegmentationMetrics(num_classes, ignore_index, self.class_names) for _ in range(3)
@@ -79,7 +94,16 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        membrane_class = getattr(datamodule, "membrane_class", None)
+        if membrane_class is not None and self.num_classes == 2 and self.val_em_metrics is None:
+            self.val_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
+            self.test_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
+
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if self.weighted_loss is not None and masks.dim() == 3:
+            return self.weighted_loss(logits, masks)
         return F.cross_entropy(
             logits, masks, ignore_index=self.ignore_index, reduction=self.loss_reduction
         )
@@ -106,6 +130,9 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         logits = self(images)
         metrics.update(logits, masks)
+        em_metrics = self.val_em_metrics if stage == "val" else self.test_em_metrics
+        if em_metrics is not None:
+            em_metrics.update(logits, masks)
         self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=images.shape[0], sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -123,10 +150,18 @@ class SegmentationModule(L.LightningModule):
             logged["val/mIoU_best"] = self.val_miou_best.compute()
         self.log("val/mIoU", logged.pop("val/mIoU"), prog_bar=True)
         self.log_dict(logged)
+        self._log_em_metrics(self.val_em_metrics, "val")
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.as_log_dict("test"))
         self.test_metrics.reset()
+        self._log_em_metrics(self.test_em_metrics, "test")
+
+    def _log_em_metrics(self, metrics: EMMetrics | None, stage: str) -> None:
+        if metrics is None:
+            return
+        self.log_dict({f"{stage}/{name}": value.float() for name, value in metrics.compute().items()})
+        metrics.reset()
 
     def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
         """What the optimiser gets: every trainable parameter; subclasses may split groups."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-
 from lightning.pytorch.utilities import rank_zero_warn
 
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import SegkitError
-from segkit.models.base import NOT_HPARAMS, OptimizerFactory, SchedulerFactory, SegmentationModule
+from segkit.models.base import (
+    NOT_HPARAMS,
+    OptimizerFactory,
+    SchedulerFactory,
+    SegmentationModule,
+)
 from segkit.nets.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
 from segkit.nets.fcn_init import init_from_fcn, load_vgg16_backbone
 
@@ -58,9 +62,11 @@ class FCNModule(SegmentationModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        weight_map: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval
+            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval,
+            weight_map,
         )
         if arch not in ARCHITECTURES:
             raise SegkitError(f"model.arch={arch}: choose one of {', '.join(ARCHITECTURES)}")
@@ -80,6 +86,7 @@ class FCNModule(SegmentationModule):
         )
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         warning = normalization_mismatch(self.expected_normalization, datamodule)
         if warning:

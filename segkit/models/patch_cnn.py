@@ -6,12 +6,18 @@ the exact dense form on whole images, so ``val/mIoU`` means what it means for FC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from segkit.data.windows import Balance, WindowSampler
-from segkit.models.base import NOT_HPARAMS, OptimizerFactory, SchedulerFactory, SegmentationModule
+from segkit.models.base import (
+    NOT_HPARAMS,
+    OptimizerFactory,
+    SchedulerFactory,
+    SegmentationModule,
+)
 from segkit.nets.densify import Strategy, densify
 from segkit.nets.patch_cnn import PatchCNN
 
@@ -48,8 +54,10 @@ class PatchCNNModule(SegmentationModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        weight_map: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval)
+        super().__init__(num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval,
+                         weight_map)
         self.save_hyperparameters(ignore=list(NOT_HPARAMS), logger=False)
         self.net = PatchCNN(num_classes, in_channels, preset, maps, hidden, activation)
         self.window = self.net.window

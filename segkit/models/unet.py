@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from segkit.models.base import NOT_HPARAMS, OptimizerFactory, SchedulerFactory, SegmentationModule
+from segkit.models.base import (
+    NOT_HPARAMS,
+    OptimizerFactory,
+    SchedulerFactory,
+    SegmentationModule,
+)
 from segkit.nets.unet import UNet, Upsampling
 
 
@@ -35,10 +41,11 @@ class UNetModule(SegmentationModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
+        weight_map: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler,
-            scheduler_interval,
+            scheduler_interval, weight_map,
         )
         self.save_hyperparameters(ignore=list(NOT_HPARAMS), logger=False)
         self.net = UNet(num_classes, in_channels, depth, base_width, batch_norm, upsampling, dropout)
