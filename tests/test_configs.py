@@ -23,6 +23,7 @@ from helpers import (
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+from test_folder_data import make_fake_folder
 
 from segkit.cli.common import instantiate_all, instantiate_model
 from segkit.data import PatchDataModule
@@ -69,6 +70,8 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
         return [f"data.root={make_fake_voc(tmp_path / 'voc')}", "data.crop_size=24"]
     if option == "isbi2012":
         return [f"data.root={make_fake_isbi(tmp_path / 'isbi')}"]
+    if option == "folder":
+        return [f"data.root={make_fake_folder(tmp_path / 'folder')}", "data.num_classes=3", "data.crop_size=24"]
     if option == "em":
         return ["data.image_size=48"]
     if option == "patches":  # the window comes from the model at fit time; set it here
