@@ -67,6 +67,16 @@ def test_throughput_benchmark_runs_both_loops(tmp_path: Path) -> None:
     assert result["ratio"] == pytest.approx(result["fit_images_per_s"][0] / result["plain_images_per_s"][0])
 
 
+def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    assert main(["memory", "--memory-sizes", "96", "200", "--memory-window", "64", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["memory"]["runs"]
+    assert [run["size"] for run in runs] == [96, 200]
+    # 64-px windows with 25 % overlap (stride 48): 2 x 2 of them on 96 px, 4 x 4 on 200 px.
+    assert [run["windows"] for run in runs] == [4, 16]
+    assert all(run["peak_mib"] >= run["before_image_mib"] > 0 for run in runs)
+
+
 def test_existing_json_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "old.json"
     out.write_text("keep me")

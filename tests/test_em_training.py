@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import QUIET_CALLBACKS, TRAIN_CMD, describe, run_cli, task_config
+
 from segkit.cli.train import train
 
 TINY_EM = [

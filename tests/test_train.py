@@ -308,3 +308,12 @@ def test_ddp_training_on_two_cpu_processes_shards_the_data_into_one_run_director
     # 16 training scenes, batch 4: 2 steps per epoch on each of 2 ranks (4 on one process).
     assert last["global_step"] == 4
     assert sorted(p.name for p in tmp_path.rglob("*.ckpt")) == sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_a_required_value_left_unset_is_a_one_line_error_naming_the_key(tmp_path: Path) -> None:
+    # data=folder marks data.root required (???): no Hydra stack of omegaconf internals.
+    proc = run_cli(TRAIN_CMD, ["data=folder", "data.num_classes=3", "debug=fdr"], tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "segkit-train: error: data.root is not set; pass data.root=... (the config marks it required: ???)"
+    )

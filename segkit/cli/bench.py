@@ -6,6 +6,7 @@ Examples::
     segkit-bench throughput --steps 100 --repeats 5 --json bench.json
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
+    segkit-bench memory --memory-sizes 2048 8192       # peak memory of predicting large images
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from segkit.benchmarks.dense_patch import measure_dense_patch
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
+from segkit.benchmarks.predict_memory import measure_predict_memory
 from segkit.benchmarks.throughput import measure_throughput
 from segkit.errors import SegkitError
 
@@ -99,7 +101,25 @@ def _dense(args: argparse.Namespace, console: Console) -> dict[str, object]:
             "naive_efficiency": r.naive_efficiency, "max_abs_difference": r.max_abs_difference}
 
 
-BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense}
+def _memory(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    with console.status(f"memory: predicting {', '.join(f'{s}x{s}' for s in args.memory_sizes)}, one process each"):
+        runs = measure_predict_memory(args.memory_sizes, args.memory_mode, args.memory_window)
+    table = Table(title=f"Peak memory of segkit-predict ({args.memory_mode}, {args.memory_window}-px windows, "
+                        f"default U-Net, RGB PNG in, mask PNG out, {torch.get_num_threads()} CPU threads)")
+    for column in ("image", "windows", "seconds", "before the image (MiB)", "peak (MiB)", "peak / smallest"):
+        table.add_column(column, justify="right")
+    for run in runs:
+        table.add_row(f"{run.size}x{run.size}", str(run.windows), f"{run.seconds:.1f}", f"{run.before_image_mib:.0f}",
+                      f"{run.peak_mib:.0f}", f"{run.peak_mib / runs[0].peak_mib:.2f}")
+    console.print(table)
+    largest = runs[-1]
+    logits_mib = 6 * largest.size**2 * 4 / 2**20
+    console.print(f"{largest.size}x{largest.size}: peak [bold]{largest.peak_mib:.0f} MiB[/bold]; its float32 logits "
+                  f"alone would take {logits_mib:.0f} MiB")
+    return {"runs": [run.__dict__ for run in runs], "mode": args.memory_mode, "window": args.memory_window}
+
+
+BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     dense.add_argument("--dense-size", type=int, default=512, help="square image side")
     dense.add_argument("--dense-pixels", type=int, default=1024, help="pixels timed naively (then extrapolated)")
     dense.add_argument("--dense-repeats", type=int, default=5, help="timed dense passes (best counts)")
+    memory = parser.add_argument_group("memory (peak memory of predicting one large image)")
+    memory.add_argument("--memory-sizes", type=int, nargs="+", default=[2048, 8192], help="square image sides")
+    memory.add_argument("--memory-mode", default="slide", choices=["slide", "tile", "whole"])
+    memory.add_argument("--memory-window", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser

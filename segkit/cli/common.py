@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from segkit.data.base import SegmentationDataModule
 from segkit.models.base import SegmentationModule
@@ -66,3 +69,21 @@ def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logg
             logger.save()
         else:
             logger.log_hyperparams(flat)
+
+
+def training_normalization(ckpt_path: str) -> dict[str, list[float]]:
+    """``mean``/``std`` of the training run's data (``<run>/.hydra/config.yaml`` beside the
+    checkpoint's ``checkpoints/`` folder; ``data.base`` for wrapped data such as patches), if known."""
+    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():
+        return {}
+    try:
+        run = OmegaConf.load(run_config)
+        node = "data.base" if OmegaConf.select(run, "data.mean") is None and OmegaConf.select(run, "data.base") else "data"
+        stats = {key: OmegaConf.select(run, f"{node}.{key}") for key in ("mean", "std")}
+        if not all(isinstance(value, ListConfig) for value in stats.values()):
+            return {}
+        return {key: [float(x) for x in OmegaConf.to_container(value, resolve=True)]  # type: ignore[union-attr]
+                for key, value in stats.items()}
+    except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException):  # optional: leave them out
+        return {}

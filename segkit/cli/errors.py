@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from omegaconf.errors import MissingMandatoryValue
+
 from segkit.errors import SegkitError
 
 __all__ = ["SegkitError", "exit_on_user_error"]
@@ -15,11 +17,17 @@ T = TypeVar("T")
 
 
 def user_error_of(error: BaseException) -> SegkitError | None:
-    """``error`` or the SegkitError it wraps (Hydra's instantiate wraps what a target raises)."""
+    """``error`` or the SegkitError it wraps (Hydra's instantiate wraps what a target raises);
+    a required config value left unset (``???``) becomes one too."""
     while error is not None:
         if isinstance(error, SegkitError):
             return error
-        error = error.__cause__  # type: ignore[assignment]
+        if isinstance(error, MissingMandatoryValue):
+            key = error.full_key or "a required value"
+            return SegkitError(f"{key} is not set; pass {key}=... (the config marks it required: ???)")
+        # Hydra wraps errors with `raise ... from`; an error raised while handling another
+        # one (not suppressed with `from None`) keeps it as its context.
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)  # type: ignore[assignment]
     return None
 
 

@@ -219,3 +219,12 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).
         checkpoint["segkit_module"] = f"{type(self).__module__}:{type(self).__qualname__}"
+        # The input normalisation the weights expect, for segkit-predict and segkit-export.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+        if mean is not None and std is not None:
+            checkpoint["segkit_normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        #: ``{"mean": [...], "std": [...]}`` of the training data, if the checkpoint has it.
+        self.input_normalization = checkpoint.get("segkit_normalization")

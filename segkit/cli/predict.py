@@ -1,0 +1,185 @@
+"""``segkit-predict``: masks for your own images, of any size, from a segkit checkpoint.
+
+Examples::
+
+    segkit-predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt input=photos/ output=masks/
+    segkit-predict ckpt_path=... input=big.tif output=out/ inference.mode=tile inference.window=1024
+    segkit-predict ckpt_path=... input=img.png output=out/ save.overlay=true save.probabilities=true
+
+For every image ``<stem>.<ext>``: ``<stem>.png`` (class indices as a palette PNG, the input's
+size), optionally ``<stem>_overlay.png`` and ``<stem>_probs.npy`` (float16 ``(C, H, W)``).
+Never writes into the input's directory; refuses to replace existing outputs unless
+``overwrite=true`` (checked for every image before the first prediction).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from omegaconf import DictConfig
+from PIL import Image
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from segkit.cli.argv import hoist_multirun_flag
+from segkit.cli.common import training_normalization
+from segkit.cli.config_dir import config_dir
+from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.cli.eval import load_module
+from segkit.inference.predict import InferenceConfig, predict_image
+from segkit.palette import colorize, voc_palette
+
+log = logging.getLogger("segkit.predict")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Images up to 32k x 32k: PIL's decompression-bomb guard (89 Mpx) would refuse large slides.
+Image.MAX_IMAGE_PIXELS = 32768 * 32768
+
+
+def input_images(path: str) -> list[Path]:
+    """The image files of ``path`` (a file, or a directory's images sorted by name)."""
+    source = Path(path)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise SegkitError(f"input={path}: no such file or directory; pass an image file or a folder of images")
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise SegkitError(f"input={path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def output_files(image: Path, output: Path, cfg: DictConfig) -> dict[str, Path]:
+    files = {"mask": output / f"{image.stem}.png"}
+    if cfg.save.overlay:
+        files["overlay"] = output / f"{image.stem}_overlay.png"
+    if cfg.save.probabilities:
+        files["probabilities"] = output / f"{image.stem}_probs.npy"
+    return files
+
+
+def check_output(images: list[Path], cfg: DictConfig) -> Path:
+    """The output directory, after refusing the input's directory and existing files."""
+    output = Path(cfg.output).resolve()
+    for image in images:
+        if output == image.parent.resolve() or image.parent.resolve() in output.parents:
+            raise SegkitError(
+                f"output={cfg.output} is inside the input's folder {image.parent}; choose another output folder"
+            )
+    if not cfg.overwrite:
+        for image in images:
+            for path in output_files(image, output, cfg).values():
+                if path.exists():
+                    raise SegkitError(f"{path} exists; pass overwrite=true to replace it, or another output=")
+    stems = [image.stem for image in images]
+    if len(set(stems)) != len(stems):
+        raise SegkitError(f"input={cfg.input}: two images share a name stem; their masks would collide")
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def normalization(cfg: DictConfig, module: torch.nn.Module) -> tuple[list[float], list[float]]:
+    """``mean``/``std``: given, else those stored in the checkpoint, else the training run's
+    config (``<run>/.hydra/config.yaml``)."""
+    given = {key: cfg.get(key) for key in ("mean", "std") if cfg.get(key) is not None}
+    stats = {**training_normalization(cfg.ckpt_path), **(getattr(module, "input_normalization", None) or {}), **given}
+    if stats.get("mean") is None or stats.get("std") is None:
+        raise SegkitError(
+            f"ckpt_path={cfg.ckpt_path}: the input normalisation is unknown (not in the checkpoint, no "
+            "../../.hydra/config.yaml beside it); pass mean=[...] std=[...] as in training"
+        )
+    channels = module.hparams.get("in_channels", len(stats["mean"]))
+    if len(stats["mean"]) != channels:
+        raise SegkitError(f"mean={list(stats['mean'])} has {len(stats['mean'])} values; the model takes {channels} channels")
+    return [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
+
+
+def open_image(path: Path, channels: int) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise SegkitError(f"{path}: unreadable image ({error}); pass PNG, JPEG or TIFF files") from None
+    mode = "L" if channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)  # convert() copies: only when needed
+
+
+def save_png(array: np.ndarray, path: Path, palette: bool) -> None:
+    """Write next to ``path`` then rename, so an interrupted run leaves no partial file."""
+    partial = path.with_name(f".{path.name}.partial")
+    if palette:  # share the mask's memory instead of copying it (large images)
+        height, width = array.shape
+        image = Image.frombuffer("P", (width, height), np.ascontiguousarray(array), "raw", "P", 0, 1)
+        image.putpalette(voc_palette().flatten().tolist())
+    else:
+        image = Image.fromarray(array)
+    image.save(partial, format="PNG")
+    partial.replace(path)
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Predict every input image; return the mask files written."""
+    images = input_images(cfg.input)
+    output = check_output(images, cfg)
+    module = load_module(cfg.ckpt_path)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    module.to(device).eval()
+    mean, std = normalization(cfg, module)
+    channels = len(mean)
+    config = InferenceConfig(**cfg.inference)
+    written = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not cfg.progress_bar) as progress:
+        for path in images:
+            image = open_image(path, channels)
+            files = output_files(path, output, cfg)
+            task = progress.add_task(path.name, total=None)
+            probabilities = None
+            if "probabilities" in files:
+                shape = (module.num_classes, image.size[1], image.size[0])
+                probabilities = open_memmap(files["probabilities"], mode="w+", dtype=np.float16, shape=shape)
+
+            def write_band(top: int, band: np.ndarray, target: np.memmap | None = probabilities) -> None:
+                if target is not None:
+                    target[:, top:top + band.shape[1]] = band
+                    target.flush()
+
+            mask = predict_image(module, image, mean, std, config, net=getattr(module, "net", None), device=device,
+                                 on_probabilities=write_band if probabilities is not None else None,
+                                 on_window=lambda task=task: progress.advance(task))
+            del probabilities
+            save_png(mask, files["mask"], palette=True)
+            if "overlay" in files:
+                overlay = (0.5 * np.asarray(image.convert("RGB")) + 0.5 * colorize(torch.from_numpy(mask)).permute(1, 2, 0).numpy()).astype(np.uint8)
+                save_png(overlay, files["overlay"], palette=False)
+            progress.update(task, total=progress.tasks[task].completed)
+            written.append(files["mask"])
+    log.info("wrote %d mask(s) to %s", len(written), output)
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@exit_on_user_error("segkit-predict")
+def hydra_main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+def main() -> None:
+    """Console entry point ``segkit-predict``."""
+    sys.argv = hoist_multirun_flag(sys.argv)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

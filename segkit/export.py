@@ -1,0 +1,209 @@
+"""Export a segkit model to ONNX or TorchScript, with dynamic batch, height and width.
+
+What is exported is what ``module(images)`` computes in eval mode: ``(N, C_in, H, W)`` float
+images -> ``(N, num_classes, H, W)`` logits. ``module`` itself cannot be traced (a
+LightningModule), and some forwards branch on Python ints computed from the input's size,
+which a trace would bake in; :func:`exportable` therefore returns a plain ``nn.Module`` per
+model type whose size arithmetic is all tensor ops under tracing:
+
+- U-Net: reflect-padded to a multiple of ``2**depth`` outside the net (the net's own
+  ``if pad`` is then always false), cropped back;
+- FCN: the net as it is (its crops are traced as size-dependent slices);
+- patch CNN: the ``dilated`` dense form (exact, like the module's ``fragments`` one, which
+  writes into preallocated views and does not trace) on the mirror-padded image;
+- paper U-Net: one pass over the image mirror-padded to a valid size (what overlap-tile
+  computes, tile by tile).
+
+Every export is checked against ``module(images)`` by :func:`max_difference`.
+
+Example:
+    >>> from segkit.models import UNetModule
+    >>> module = UNetModule(num_classes=3, depth=2, base_width=4).eval()
+    >>> target = exportable(module)
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "unet.pt"
+    >>> export_torchscript(target.net, torch.randn(1, 3, 32, 32), path)
+    >>> max_difference(module, torchscript_runner(path), torch.randn(2, 3, 45, 70))[0] < 1e-5
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.errors import SegkitError
+from segkit.models import FCNModule, PatchCNNModule, UNetModule, UNetPaperModule
+from segkit.models.base import SegmentationModule
+from segkit.nets.densify import densify, window_padding
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class PadToMultiple(nn.Module):
+    """``net`` on the input reflect-padded at the bottom/right to a multiple of ``multiple``."""
+
+    def __init__(self, net: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.net, self.multiple = net, multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        x = F.pad(x, (0, (m - width % m) % m, 0, (m - height % m) % m), mode="reflect")
+        return self.net(x)[..., :height, :width]
+
+
+class DenseWindows(nn.Module):
+    """The window classifier ``net`` at every pixel (its ``dilated`` dense form)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net  # owns the parameters that the dense form reads
+        self.dense = densify(net, strategy="dilated")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before, after = window_padding(self.dense.window)
+        height, width = x.shape[-2], x.shape[-1]
+        padded = F.pad(x, (before, after, before, after), mode="reflect")
+        return self.dense.valid(padded)[..., :height, :width]
+
+
+class WholeImageValidUNet(nn.Module):
+    """A valid-convolution U-Net in one pass: mirror context on every side, padded at the
+    bottom/right up to the next output size the net makes (``overlap_tile(net, x)``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.context, self.multiple = net.context, net.size_multiple
+        self.min_output = net.min_input_size - 2 * net.context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        m, smallest, c = self.multiple, self.min_output, self.context
+        # Valid outputs are smallest + k * m; round up without comparisons (traced as tensors).
+        out_h = smallest + (height - smallest + m - 1) // m * m
+        out_w = smallest + (width - smallest + m - 1) // m * m
+        padded = F.pad(x, (c, out_w - width + c, c, out_h - height + c), mode="reflect")
+        return self.net(padded)[..., :height, :width]
+
+
+@dataclass
+class Exportable:
+    """A traceable net computing ``module(images)``, for inputs of at least ``min_side`` px."""
+
+    net: nn.Module
+    min_side: int
+    note: str
+
+
+def exportable(module: SegmentationModule) -> Exportable:
+    """The traceable equivalent of ``module(images)`` (eval mode, CPU, float32)."""
+    module = module.cpu().float().eval()
+    if isinstance(module, UNetModule):
+        multiple = 2**module.net.depth
+        # Reflection needs a pad smaller than the side; the module falls back to zeros below it.
+        return Exportable(PadToMultiple(module.net, multiple).eval(), multiple, "U-Net padded to a multiple of 2**depth")
+    if isinstance(module, FCNModule):
+        return Exportable(module.net, 1, "FCN as trained")
+    if isinstance(module, PatchCNNModule):
+        return Exportable(DenseWindows(module.net).eval(), module.window // 2 + 1, "dense (dilated) window classifier")
+    if isinstance(module, UNetPaperModule):
+        net = module.net
+        return Exportable(
+            WholeImageValidUNet(net).eval(), net.context + net.size_multiple,
+            "valid-convolution U-Net in one pass over the mirror-padded image (overlap-tile with one tile)",
+        )
+    raise SegkitError(
+        f"cannot export a {type(module).__name__}: exportable models are UNetModule, FCNModule, "
+        "PatchCNNModule and UNetPaperModule"
+    )
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silences tracer warnings (every export is checked numerically on other sizes instead)
+    and torch's notices that the legacy ONNX exporter and ``torch.jit`` are deprecated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        yield
+
+
+def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """Write ``net`` as ONNX, dynamic in batch, height and width.
+
+    The TorchScript-based exporter (``dynamo=False``): torch's default, dynamo-based one needs
+    ``onnxscript``, which segkit does not depend on.
+    """
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(
+                net, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES},
+            )
+    except ModuleNotFoundError as error:
+        raise SegkitError(f"ONNX export needs {error.name}: pip install 'segkit[export]'") from None
+
+
+def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Write ``net`` traced as TorchScript (``torch.jit.load`` reads it back).
+
+    Traced, not scripted: the nets' Python (f-string errors, comprehensions) does not script,
+    and their size arithmetic is traced as tensor ops, so other sizes give the right results.
+    """
+    with _quiet(), torch.no_grad():
+        torch.jit.save(torch.jit.trace(net, (example,), check_trace=False), str(path))
+
+
+def onnx_runner(path: Path) -> Runner | None:
+    """``images -> logits`` by ONNX Runtime on the CPU; ``None`` if it is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def torchscript_runner(path: Path) -> Runner:
+    """``images -> logits`` by the TorchScript file at ``path``."""
+    with _quiet():
+        loaded = torch.jit.load(str(path), map_location="cpu")
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(torch.from_numpy(images)).numpy()
+
+    return run
+
+
+def max_difference(module: nn.Module, run: Runner, images: torch.Tensor) -> tuple[float, float]:
+    """``(largest |run(images) - module(images)|, largest |module(images)|)``."""
+    with torch.no_grad():
+        expected = module.eval()(images)
+    try:
+        got = torch.from_numpy(np.asarray(run(images.numpy())))
+    except Exception as error:  # noqa: BLE001 (ONNX Runtime and TorchScript raise their own types)
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        shape = tuple(images.shape)
+        raise SegkitError(f"the exported model fails on input {shape}: {type(error).__name__}: {first_line}") from None
+    if got.shape != expected.shape:
+        raise SegkitError(f"the exported model gave logits of shape {tuple(got.shape)} for input "
+                          f"{tuple(images.shape)}, PyTorch {tuple(expected.shape)}")
+    return float((got - expected).abs().max()), float(expected.abs().max())

@@ -1,0 +1,154 @@
+"""Predict one image of any size, in horizontal bands, so memory stays bounded.
+
+``whole`` runs the model once on the whole image (logits ``C x H x W`` in memory at once).
+``slide`` and ``tile`` visit windows row of windows by row of windows and keep logits for one
+band of rows only: when a row of windows is done, the rows no later window reaches are final,
+their argmax goes into the ``uint8`` mask (and their probabilities, if asked, to a callback
+that can write them to disk), and the band moves down. Peak memory is then about the image,
+the mask and ``C x window x W`` floats, not ``C x H x W``.
+
+- ``slide``: windows of ``window`` pixels overlapping by ``overlap``, logits averaged with
+  ``constant`` or ``gaussian`` weights (:func:`segkit.inference.blend_weights`).
+- ``tile``: non-overlapping output tiles of ``window`` pixels, each computed from the tile
+  plus ``context`` pixels around it (mirrored at the image border) whose outputs are dropped;
+  a valid-convolution net (the paper U-Net) brings its own context and tile grid (overlap-tile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segkit.inference.tiling import (
+    Blending,
+    blend_weights,
+    smallest_valid_output,
+    window_starts,
+    window_stride,
+)
+from segkit.nets.densify import mirror_pad
+
+Mode = Literal["whole", "slide", "tile"]
+ProbabilityWriter = Callable[[int, np.ndarray], None]  # (first row, probabilities (C, rows, W))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How ``predict_image`` visits an image (``conf/predict.yaml``'s ``inference`` node)."""
+
+    mode: Mode = "slide"
+    window: int = 512
+    overlap: float = 0.25
+    blending: Blending = "gaussian"
+    context: int = 32
+    batch_size: int = 4
+
+
+def _window_geometry(net: torch.nn.Module, config: InferenceConfig) -> tuple[int, int, int, float, Blending]:
+    """``(window, context, multiple, overlap, blending)`` for the net and mode."""
+    if config.mode == "slide":
+        return config.window, 0, 1, config.overlap, config.blending
+    context = getattr(net, "context", None)
+    if context is not None:  # a valid-convolution net: its context, its pooling grid
+        depth = net.depth  # type: ignore[attr-defined]
+        return smallest_valid_output(config.window, context, depth), context, 2**depth, 0.0, "constant"
+    return config.window, config.context, 1, 0.0, "constant"
+
+
+def _to_tensor(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
+    """``(h, w[, c])`` uint8 -> normalised ``(1, C, h, w)`` float32."""
+    tensor = torch.from_numpy(pixels).to(device=device, dtype=torch.float32).div_(255)
+    tensor = tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    mean_t = torch.tensor(mean, device=device)[:, None, None]
+    std_t = torch.tensor(std, device=device)[:, None, None]
+    return ((tensor - mean_t) / std_t)[None]
+
+
+@torch.inference_mode()
+def predict_image(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: Image.Image,
+    mean: Sequence[float],
+    std: Sequence[float],
+    config: InferenceConfig = InferenceConfig(),
+    net: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    on_probabilities: ProbabilityWriter | None = None,
+    on_window: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode).
+
+    ``model`` maps normalised windows to logits of the same size (``net`` with a ``context``,
+    e.g. :class:`segkit.nets.PaperUNet`, maps windows padded by that context); ``net`` tells
+    the geometry (defaults to ``model``). ``on_probabilities(first_row, probs)`` receives the
+    softmax of every finished band; ``on_window()`` is called after every window (progress).
+
+    Example:
+        >>> net = torch.nn.Conv2d(3, 4, 3, padding=1)
+        >>> image = Image.new("RGB", (70, 45))
+        >>> mask = predict_image(net, image, [0.5] * 3, [0.25] * 3, InferenceConfig(window=32))
+        >>> mask.shape, mask.dtype
+        ((45, 70), dtype('uint8'))
+    """
+    device = torch.device(device)
+    width, height = image.size
+    if config.mode == "whole":
+        logits = model(_to_tensor(np.array(image), mean, std, device))[0]
+        if on_probabilities is not None:
+            on_probabilities(0, logits.softmax(0).cpu().numpy())
+        if on_window is not None:
+            on_window()
+        return logits.argmax(0).to(torch.uint8).cpu().numpy()
+
+    window, context, multiple, overlap, blending = _window_geometry(net or model, config)  # type: ignore[arg-type]
+    # Same-size nets take windows no larger than the image; valid nets keep their valid size.
+    window_h, window_w = (window, window) if context and multiple > 1 else (min(window, height), min(window, width))
+    ys = window_starts(height, window_h, window_stride(window_h, overlap, multiple))
+    xs = window_starts(width, window_w, window_stride(window_w, overlap, multiple))
+    extent_w = xs[-1] + window_w
+    weights = blend_weights(window_h, window_w, blending).to(device)
+    mask = np.empty((height, width), dtype=np.uint8)
+    band: torch.Tensor | None = None  # logits sums of rows band_top ... band_top + window_h - 1
+    total = torch.zeros(window_h, extent_w, device=device)
+    band_top = 0
+    for row, y in enumerate(ys):
+        strip = _input_rows(image, y - context, y + window_h + context, context, extent_w - width + context,
+                            mean, std, device)
+        for start in range(0, len(xs), config.batch_size):
+            batch_xs = xs[start:start + config.batch_size]
+            logits = model(torch.cat([strip[..., x:x + window_w + 2 * context] for x in batch_xs]))
+            if context and logits.shape[-1] == window_w + 2 * context:  # a same-size net: drop the context
+                logits = logits[..., context:context + window_h, context:context + window_w]
+            if band is None:
+                band = torch.zeros(logits.shape[1], window_h, extent_w, device=device)
+            for x, window_logits in zip(batch_xs, logits):
+                band[:, y - band_top:y - band_top + window_h, x:x + window_w] += window_logits.float() * weights
+                total[y - band_top:y - band_top + window_h, x:x + window_w] += weights
+                if on_window is not None:
+                    on_window()
+        assert band is not None
+        # Rows above the next row of windows are final: write them out, move the band down.
+        done = min(ys[row + 1] if row + 1 < len(ys) else height, height)
+        rows = done - band_top
+        averaged = band[:, :rows, :width] / total[:rows, :width]
+        mask[band_top:done] = averaged.argmax(0).to(torch.uint8).cpu().numpy()
+        if on_probabilities is not None:
+            on_probabilities(band_top, averaged.softmax(0).cpu().numpy())
+        band = torch.cat([band[:, rows:], band.new_zeros(band.shape[0], rows, extent_w)], dim=1)
+        total = torch.cat([total[rows:], total.new_zeros(rows, extent_w)])
+        band_top = done
+    return mask
+
+
+def _input_rows(image: Image.Image, top: int, bottom: int, left: int, right: int,
+                mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
+    """Normalised rows ``[top, bottom)`` of ``image`` with ``left``/``right`` extra columns,
+    mirrored wherever they fall outside the image: ``(1, C, bottom - top, W + left + right)``."""
+    width, height = image.size
+    rows = np.array(image.crop((0, max(top, 0), width, min(bottom, height))))
+    return mirror_pad(_to_tensor(rows, mean, std, device), left, right, max(0, -top), max(0, bottom - height))
