@@ -111,3 +111,31 @@ def test_a_checkpoint_moved_away_from_its_run_still_knows_its_normalisation(cli_
     proc = run_cli(PREDICT_CMD, [f"ckpt_path={moved}", f"input={photos / 'wide.png'}", f"output={tmp_path / 'out'}"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "out" / "wide.png").is_file()
+
+
+def test_tile_mode_from_a_paper_unet_checkpoint_is_the_whole_images_overlap_tile(tmp_path: Path) -> None:
+    import lightning as L
+
+    from helpers import task_config
+    from segkit.cli.predict import predict
+    from segkit.models import UNetPaperModule
+
+    torch.manual_seed(0)
+    # Depth 4: twice the context (184 px) is not a multiple of the pooling stride 16, so padding
+    # each window again (the module's own overlap-tile) would put it off the image's grid.
+    module = UNetPaperModule(num_classes=2, in_channels=1, depth=4, base_width=2, tile=20)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "paper.ckpt")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    grey = np.random.default_rng(3).integers(0, 256, (83, 70), dtype=np.uint8)
+    Image.fromarray(grey).save(folder / "slice.png")
+    overrides = [f"ckpt_path={tmp_path / 'paper.ckpt'}", f"input={folder}", f"output={tmp_path / 'out'}",
+                 "mean=[0.5]", "std=[0.25]", "inference.mode=tile", "inference.window=20", "progress_bar=false", "save.probabilities=true"]
+    predict(task_config("predict", overrides, tmp_path / "run"))
+    normalised = (torch.from_numpy(grey).float().div(255)[None, None] - 0.5) / 0.25
+    with torch.no_grad():
+        expected = overlap_tile(module.net.eval(), normalised, tile=20)[0].softmax(0).numpy()
+    probabilities = np.load(tmp_path / "out" / "slice_probs.npy").astype(np.float32)
+    assert np.abs(probabilities - expected).max() < 2e-3  # stored as float16

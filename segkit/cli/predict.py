@@ -138,6 +138,10 @@ def predict(cfg: DictConfig) -> list[Path]:
     mean, std = normalization(cfg, module)
     channels = len(mean)
     config = InferenceConfig(**cfg.inference)
+    net = getattr(module, "net", None)
+    # A valid-convolution net's tiles get their context here, on the image's pooling grid; its
+    # module would pad each window again, off that grid.
+    model = net if config.mode == "tile" and getattr(net, "context", None) is not None else module
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not cfg.progress_bar) as progress:
@@ -155,7 +159,7 @@ def predict(cfg: DictConfig) -> list[Path]:
                     target[:, top:top + band.shape[1]] = band
                     target.flush()
 
-            mask = predict_image(module, image, mean, std, config, net=getattr(module, "net", None), device=device,
+            mask = predict_image(model, image, mean, std, config, net=net, device=device,
                                  on_probabilities=write_band if probabilities is not None else None,
                                  on_window=lambda task=task: progress.advance(task))
             del probabilities
