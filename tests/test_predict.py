@@ -139,3 +139,11 @@ def test_tile_mode_from_a_paper_unet_checkpoint_is_the_whole_images_overlap_tile
         expected = overlap_tile(module.net.eval(), normalised, tile=20)[0].softmax(0).numpy()
     probabilities = np.load(tmp_path / "out" / "slice_probs.npy").astype(np.float32)
     assert np.abs(probabilities - expected).max() < 2e-3  # stored as float16
+
+
+@pytest.mark.parametrize(("key", "value"), [("mode", "sliding"), ("blending", "cosine"), ("overlap", 1.0), ("window", 0)])
+def test_a_bad_inference_setting_is_a_clear_error(key: str, value: object) -> None:
+    from segkit.errors import SegkitError
+
+    with pytest.raises(SegkitError, match=rf"inference\.{key}={value!r}: use "):
+        InferenceConfig(**{key: value})

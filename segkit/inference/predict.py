@@ -31,6 +31,7 @@ from segkit.inference.tiling import (
     window_starts,
     window_stride,
 )
+from segkit.errors import SegkitError
 from segkit.nets.densify import mirror_pad
 
 Mode = Literal["whole", "slide", "tile"]
@@ -47,6 +48,19 @@ class InferenceConfig:
     blending: Blending = "gaussian"
     context: int = 32
     batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        problems = {
+            "mode": (self.mode in ("whole", "slide", "tile"), "whole, slide or tile"),
+            "blending": (self.blending in ("constant", "gaussian"), "constant or gaussian"),
+            "window": (self.window >= 1, "a side in px >= 1"),
+            "overlap": (0.0 <= self.overlap < 1.0, "a fraction in [0, 1)"),
+            "context": (self.context >= 0, "px >= 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+        }
+        for key, (valid, expected) in problems.items():
+            if not valid:
+                raise SegkitError(f"inference.{key}={getattr(self, key)!r}: use {expected}")
 
 
 def _window_geometry(net: torch.nn.Module, config: InferenceConfig) -> tuple[int, int, int, float, Blending]:
