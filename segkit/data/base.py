@@ -73,12 +73,15 @@ class SegmentationDataModule(L.LightningDataModule):
             shuffle=shuffle,
             sampler=sampler,
             collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            **self._worker_options(),
             # Keep a short last training batch only when it is the only one.
             drop_last=drop_last and len(dataset) > batch_size,  # type: ignore[arg-type]
         )
+
+    def _worker_options(self) -> dict[str, Any]:
+        """Loader process options shared by the training and evaluation loaders."""
+        return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "persistent_workers": self.num_workers > 0}
 
     def _train_loader(
         self, dataset: Dataset, sampler: EpochSampler | None = None,
@@ -96,9 +99,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            **self._worker_options(),
             # Keep a short last training batch only when it is the only one.
             drop_last=len(sampler) > batch_size,
         )
