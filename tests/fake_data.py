@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,11 @@ def fake_voc_mask(height: int, width: int, label: int) -> np.ndarray:
     return mask
 
 
-def make_fake_voc(root: Path, year: str = "2012", seg11valid: list[str] | None = None) -> Path:
+def make_fake_voc(root: Path, year: str = "2012", seg11valid: list[str] | None = None,
+                  sizes: Sequence[tuple[int, int]] = FAKE_VOC_SIZES) -> Path:
     """Write ``root/VOCdevkit/VOC<year>`` with JPEG images, palette PNG masks and split lists.
 
+    ``sizes``: ``(height, width)`` of each image, the train ids' first, then the val ids'.
     Returns ``root`` (what ``VOCDataModule(root=...)`` takes).
     """
     voc = root / "VOCdevkit" / f"VOC{year}"
@@ -33,7 +36,9 @@ def make_fake_voc(root: Path, year: str = "2012", seg11valid: list[str] | None =
         (voc / folder).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     ids = [i for split in FAKE_VOC_SPLITS.values() for i in split]
-    for n, (image_id, (height, width)) in enumerate(zip(ids, FAKE_VOC_SIZES)):
+    if len(sizes) != len(ids):
+        raise ValueError(f"sizes: {len(sizes)} given for the {len(ids)} fake VOC images")
+    for n, (image_id, (height, width)) in enumerate(zip(ids, sizes)):
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(voc / "JPEGImages" / f"{image_id}.jpg")
         mask = Image.fromarray(fake_voc_mask(height, width, label=n + 1), mode="P")
         mask.putpalette(voc_palette(256).flatten().tolist())
