@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
@@ -17,39 +18,62 @@ def _display(image: torch.Tensor) -> torch.Tensor:
     return ((image - low) / (high - low).clamp_min(1e-8) * 255).round().to(torch.uint8)
 
 
+def fit_tile(tile: torch.Tensor, size: int, smooth: bool) -> torch.Tensor:
+    """``tile`` (3, h, w) uint8 scaled to fit ``size`` x ``size`` (aspect kept), centred on white.
+
+    Images of any size share one grid this way, and small ones are enlarged (nearest for
+    masks, so class boundaries stay sharp).
+
+    Example:
+        >>> fit_tile(torch.zeros(3, 20, 40, dtype=torch.uint8), 64, smooth=True).shape
+        torch.Size([3, 64, 64])
+    """
+    height, width = tile.shape[-2:]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    mode = {"mode": "bilinear", "antialias": True, "align_corners": False} if smooth else {"mode": "nearest-exact"}
+    resized = F.interpolate(tile[None].float(), size=(new_h, new_w), **mode)[0].round().clamp(0, 255).to(torch.uint8)
+    canvas = torch.full((3, size, size), 255, dtype=torch.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[:, top:top + new_h, left:left + new_w] = resized
+    return canvas
+
+
 class SegmentationImageLogger(L.Callback):
     """Every validation epoch, log a grid ``input | ground truth | prediction`` to TensorBoard.
 
     Uses the same first ``num_images`` validation images every epoch, so the grids show one
-    scene sharpening over training. Rank 0 only; a no-op without a TensorBoardLogger.
+    scene sharpening over training. Images of different sizes are each predicted whole and
+    fitted to ``tile_size`` px for display. Rank 0 only; a no-op without a TensorBoardLogger.
 
     Example:
         >>> callback = SegmentationImageLogger(num_images=4)  # then Trainer(callbacks=[callback])
     """
 
-    def __init__(self, num_images: int = 6, tag: str = "val/predictions") -> None:
+    def __init__(self, num_images: int = 6, tag: str = "val/predictions", tile_size: int = 192) -> None:
         self.num_images = num_images
         self.tag = tag
-        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.tile_size = tile_size
+        self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def _fixed_batch(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._batch is None:
+    def _fixed_samples(self, trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self._samples is None:
             loader = trainer.val_dataloaders
             dataset = (loader[0] if isinstance(loader, list) else loader).dataset
-            pairs = [dataset[i] for i in range(min(self.num_images, len(dataset)))]
-            self._batch = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        return self._batch
+            self._samples = [tuple(dataset[i][:2]) for i in range(min(self.num_images, len(dataset)))]  # type: ignore[misc]
+        return self._samples
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
             return
-        images, masks = self._fixed_batch(trainer)
-        with torch.no_grad():
-            predictions = pl_module(images.to(pl_module.device)).argmax(dim=1).cpu()
         tiles = []
-        for image, mask, prediction in zip(images, masks, predictions):
-            tiles += [_display(image), colorize(mask), colorize(prediction)]
+        with torch.no_grad():
+            for image, mask in self._fixed_samples(trainer):
+                prediction = pl_module(image[None].to(pl_module.device)).argmax(dim=1)[0].cpu()
+                tiles += [fit_tile(_display(image), self.tile_size, smooth=True),
+                          fit_tile(colorize(mask), self.tile_size, smooth=False),
+                          fit_tile(colorize(prediction), self.tile_size, smooth=False)]
         grid = make_grid(torch.stack(tiles), nrow=3, padding=2, pad_value=255)
         for logger in loggers:
             logger.experiment.add_image(self.tag, grid, global_step=trainer.global_step)

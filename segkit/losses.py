@@ -47,10 +47,13 @@ def unet_weight_map(
     sigma: float = 5.0,
     num_classes: int = 2,
     ignore_index: int = 255,
+    instances: np.ndarray | None = None,
 ) -> np.ndarray:
     """U-Net loss weights ``w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` of a ``(H, W)`` label mask.
 
-    Objects are the 4-connected components of ``mask == object_class`` (in EM the cells, so that
+    Objects are the instance ids of ``instances`` (``(H, W)``, 0 = none) within
+    ``mask == object_class``, so objects that touch stay apart; without ``instances``, the
+    4-connected components of ``mask == object_class`` (in EM the cells, so that
     cells touching only diagonally across an 8-connected membrane stay separate). The border term
     is added to valid pixels outside objects (the gaps, the paper's Fig. 3d); it is 0 inside
     objects, on ignored pixels (weight 0) and when there are fewer than two objects.
@@ -72,7 +75,14 @@ def unet_weight_map(
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
     weights = class_weight_map(mask, num_classes, ignore_index)
-    objects, count = ndimage.label(mask == object_class)
+    if instances is None:
+        objects, count = ndimage.label(mask == object_class)
+    else:
+        ids = np.where(mask == object_class, np.asarray(instances), 0)
+        present, inverse = np.unique(ids, return_inverse=True)  # ids -> 1..count, 0 stays 0
+        has_background = present[0] == 0
+        objects = inverse.reshape(mask.shape) + (0 if has_background else 1)
+        count = len(present) - int(has_background)
     if count < 2:
         return weights
     height, width = mask.shape
@@ -126,19 +136,21 @@ class WeightMapCrossEntropy(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
 
-    def weight_maps(self, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """``(N, H, W)`` float32 weight maps of ``masks`` (on the CPU)."""
+    def weight_maps(self, masks: torch.Tensor, num_classes: int, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, H, W)`` float32 weight maps of ``masks`` (on the CPU), objects from ``instances`` if given."""
+        ids = [None] * len(masks) if instances is None else list(instances.detach().cpu().numpy())
         maps = [
-            unet_weight_map(m, self.object_class, self.w0, self.sigma, num_classes, self.ignore_index)
-            for m in masks.detach().cpu().numpy()
+            unet_weight_map(m, self.object_class, self.w0, self.sigma, num_classes, self.ignore_index, i)
+            for m, i in zip(masks.detach().cpu().numpy(), ids)
         ]
         return torch.from_numpy(np.stack(maps))
 
     def forward(
-        self, logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None
+        self, logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None,
+        instances: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if weights is None:
-            weights = self.weight_maps(masks, logits.shape[1])
+            weights = self.weight_maps(masks, logits.shape[1], instances)
         weights = weights.to(device=logits.device, dtype=logits.dtype)
         per_pixel = F.cross_entropy(logits, masks, ignore_index=self.ignore_index, reduction="none")
         total = (per_pixel * weights).sum()

@@ -5,6 +5,9 @@ Helpers and the tiny overrides are in helpers.py. Everything goes under pytest's
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from helpers import (
     CLI_RUN_OVERRIDES,
@@ -16,6 +19,11 @@ from helpers import (
     run_cli,
     task_config,
 )
+
+
+# The folder preflight caches its facts per user (~/.cache/segkit); tests and the commands they
+# start (which inherit the environment) use a throwaway cache instead.
+os.environ["SEGKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="segkit-cache-")
 
 
 @pytest.fixture(scope="session")

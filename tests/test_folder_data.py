@@ -212,11 +212,13 @@ def test_image_and_mask_sizes_differ(tmp_path: Path, validate: str) -> None:
     assert_says(message, re.escape(sizes), "resize the mask")
 
 
-def test_mask_value_beyond_the_classes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("validate", ["full", "lazy"])
+def test_mask_value_beyond_the_classes(tmp_path: Path, validate: str) -> None:
     root = make_fake_folder(tmp_path)
-    dm = datamodule(root, num_classes=2)
-    dm.setup("fit")  # values are only checked when a sample is loaded
-    message = error_of(dm, load=True)
+    dm = datamodule(root, num_classes=2, validate=validate)
+    if validate == "lazy":
+        dm.setup("fit")  # values are only checked when a sample is loaded
+    message = error_of(dm, load=validate == "lazy")
     assert_says(message, re.escape(f"{root}/train/masks/b.png: mask value 2 is not a class (0..1)"),
                 re.escape("set data.num_classes=3"), "map the value to 255")
 
@@ -224,15 +226,27 @@ def test_mask_value_beyond_the_classes(tmp_path: Path) -> None:
 def test_a_text_file_named_png_fails_at_setup(tmp_path: Path) -> None:
     root = make_fake_folder(tmp_path)
     (root / "val" / "masks" / "e.png").write_text("not an image")
-    assert_says(error_of(datamodule(root)), re.escape(f"{root}/val/masks/e.png: unreadable"), "re-export it")
+    assert_says(error_of(datamodule(root, validate="header")), re.escape(f"{root}/val/masks/e.png: unreadable"),
+                "re-export it")
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_truncated_png_stops_setup_under_full_validation(tmp_path: Path) -> None:
+    root = make_fake_folder(tmp_path)
+    truncate(root / "train" / "images" / "a.png")
+    message = error_of(datamodule(root))
+    assert_says(message, f"^{re.escape(str(root / 'train' / 'images' / 'a.png'))}: unreadable, truncated", "re-export it")
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_a_truncated_png_fails_when_loaded_in_one_line_from_workers_too(tmp_path: Path, num_workers: int) -> None:
     root = make_fake_folder(tmp_path)
     path = root / "train" / "images" / "a.png"
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    dm = datamodule(root, num_workers=num_workers)
+    truncate(path)
+    dm = datamodule(root, num_workers=num_workers, validate="header")
     dm.setup("fit")  # the header is intact
     with pytest.raises(SegkitError) as caught:
         list(dm.train_dataloader())
@@ -246,7 +260,7 @@ def test_a_truncated_png_fails_when_loaded_in_one_line_from_workers_too(tmp_path
         ({"class_names": ["a", "b"]}, r"data.class_names=\['a', 'b'\]: 2 class names but data.num_classes=3"),
         ({"batch_size": 4, "crop_size": None}, "data.batch_size=4 with data.crop_size=null"),
         ({"in_channels": 1, "mean": [0.5] * 3}, "data.mean=.*3 values for data.in_channels=1"),
-        ({"validate": "all"}, "data.validate='all': use 'header'"),
+        ({"validate": "all"}, "data.validate='all': use 'full'"),
     ],
 )
 def test_config_errors(tmp_path: Path, options: dict, pattern: str) -> None:

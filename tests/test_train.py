@@ -116,11 +116,16 @@ def _finished_one_epoch_run(extra: list[str], tmp_path: Path) -> tuple[list[str]
     return common, last
 
 
-def test_resuming_without_a_fixed_length_schedule_continues_for_more_epochs(tmp_path: Path) -> None:
+# A longer run is asked for in steps, the run's unit (trainer.max_steps): Lightning's
+# iteration-based resume does not start another epoch for a raised max_epochs alone.
+LONGER = ["trainer.max_epochs=-1", "trainer.max_steps=8"]
+
+
+def test_resuming_without_a_fixed_length_schedule_continues_for_more_steps(tmp_path: Path) -> None:
     # train.yaml: "ckpt_path: Resume from a checkpoint". A finished 1-epoch run (4 steps) is
-    # continued to 2 epochs, as when one decides to train longer.
+    # continued to 8 steps, as when one decides to train longer.
     common, first_last = _finished_one_epoch_run(["model.scheduler=null"], tmp_path)
-    resumed = task_config("train", [*common, "trainer.max_epochs=2", f"ckpt_path={first_last}"], tmp_path / "second")
+    resumed = task_config("train", [*common, *LONGER, f"ckpt_path={first_last}"], tmp_path / "second")
     metrics = train(resumed)
     second_last = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
     assert second_last["global_step"] == 8
@@ -130,8 +135,8 @@ def test_resuming_without_a_fixed_length_schedule_continues_for_more_epochs(tmp_
 def test_stretching_a_resumed_one_cycle_schedule_is_a_clear_error(tmp_path: Path) -> None:
     # The default OneCycleLR was built for 4 steps; a resumed run of 8 cannot follow it.
     common, first_last = _finished_one_epoch_run([], tmp_path)
-    resumed = task_config("train", [*common, "trainer.max_epochs=2", f"ckpt_path={first_last}"], tmp_path / "second")
-    with pytest.raises(SegkitError, match=r"OneCycleLR was built for total_steps=4 steps but this run has 8"):
+    resumed = task_config("train", [*common, *LONGER, f"ckpt_path={first_last}"], tmp_path / "second")
+    with pytest.raises(SegkitError, match=r"OneCycleBudgetLR was built for total_steps=4 steps but this run has 8"):
         train(resumed)
 
 

@@ -87,3 +87,18 @@ def training_normalization(ckpt_path: str) -> dict[str, list[float]]:
                 for key, value in stats.items()}
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException):  # optional: leave them out
         return {}
+
+
+def training_intensity_config(ckpt_path: str) -> dict[str, Any] | None:
+    """``data.intensity``/``percentiles``/``value_range`` of the training run's config, if set."""
+    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    try:
+        run = OmegaConf.load(run_config) if run_config.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+        return None
+    if run is None or OmegaConf.select(run, "data.intensity") is None:
+        return None
+    keys = {"intensity": "mode", "percentiles": "percentiles", "value_range": "value_range"}
+    data = OmegaConf.to_container(run.data, resolve=True)
+    assert isinstance(data, dict)
+    return {name: data.get(key) for key, name in keys.items() if data.get(key) is not None}

@@ -33,10 +33,12 @@ from rich.progress import (
 )
 
 from segkit.cli.argv import hoist_multirun_flag
-from segkit.cli.common import training_normalization
+from segkit.cli.common import training_intensity_config, training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
 from segkit.cli.eval import load_module
+from segkit.data.intensity import IntensityScaling
+from segkit.data.readers import match_channels, read_array
 from segkit.inference.predict import InferenceConfig, predict_image
 from segkit.palette import colorize, voc_palette
 
@@ -104,14 +106,26 @@ def normalization(cfg: DictConfig, module: torch.nn.Module) -> tuple[list[float]
     return [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
 
 
-def open_image(path: Path, channels: int) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise SegkitError(f"{path}: unreadable image ({error}); pass PNG, JPEG or TIFF files") from None
-    mode = "L" if channels == 1 else "RGB"
-    return image if image.mode == mode else image.convert(mode)  # convert() copies: only when needed
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """``(H, W, channels)`` pixels of ``path`` in the file's own dtype (16-bit TIFFs included)."""
+    return match_channels(read_array(path), channels, path)
+
+
+def training_intensity(module: torch.nn.Module, ckpt_path: str) -> IntensityScaling:
+    """The intensity scaling training applied: stored in the checkpoint, else the run's
+    ``data.intensity`` options, else the default (8-bit: / 255)."""
+    stored = (getattr(module, "input_normalization", None) or {}).get("intensity")
+    if stored is None:
+        stored = training_intensity_config(ckpt_path)
+    return IntensityScaling.from_config(stored)
+
+
+def overlay_image(pixels: np.ndarray, mask: np.ndarray, intensity: IntensityScaling) -> np.ndarray:
+    """The image (scaled as the net saw it, grey as RGB) half-blended with the class colours."""
+    shown = np.clip(intensity(pixels), 0, 1)
+    shown = shown[..., :3] if shown.shape[-1] >= 3 else np.repeat(shown[..., :1], 3, axis=-1)
+    colours = colorize(torch.from_numpy(mask)).permute(1, 2, 0).numpy()
+    return (127.5 * shown + 0.5 * colours).astype(np.uint8)
 
 
 def save_png(array: np.ndarray, path: Path, palette: bool) -> None:
@@ -136,6 +150,7 @@ def predict(cfg: DictConfig) -> list[Path]:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     module.to(device).eval()
     mean, std = normalization(cfg, module)
+    intensity = training_intensity(module, cfg.ckpt_path)
     channels = len(mean)
     config = InferenceConfig(**cfg.inference)
     net = getattr(module, "net", None)
@@ -146,12 +161,12 @@ def predict(cfg: DictConfig) -> list[Path]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not cfg.progress_bar) as progress:
         for path in images:
-            image = open_image(path, channels)
+            image = read_image(path, channels)
             files = output_files(path, output, cfg)
             task = progress.add_task(path.name, total=None)
             probabilities = None
             if "probabilities" in files:
-                shape = (module.num_classes, image.size[1], image.size[0])
+                shape = (module.num_classes, image.shape[0], image.shape[1])
                 probabilities = open_memmap(files["probabilities"], mode="w+", dtype=np.float16, shape=shape)
 
             def write_band(top: int, band: np.ndarray, target: np.memmap | None = probabilities) -> None:
@@ -161,12 +176,11 @@ def predict(cfg: DictConfig) -> list[Path]:
 
             mask = predict_image(model, image, mean, std, config, net=net, device=device,
                                  on_probabilities=write_band if probabilities is not None else None,
-                                 on_window=lambda task=task: progress.advance(task))
+                                 on_window=lambda task=task: progress.advance(task), intensity=intensity)
             del probabilities
             save_png(mask, files["mask"], palette=True)
             if "overlay" in files:
-                overlay = (0.5 * np.asarray(image.convert("RGB")) + 0.5 * colorize(torch.from_numpy(mask)).permute(1, 2, 0).numpy()).astype(np.uint8)
-                save_png(overlay, files["overlay"], palette=False)
+                save_png(overlay_image(image, mask, intensity), files["overlay"], palette=False)
             progress.update(task, total=progress.tasks[task].completed)
             written.append(files["mask"])
     log.info("wrote %d mask(s) to %s", len(written), output)

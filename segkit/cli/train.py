@@ -20,7 +20,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
@@ -54,9 +54,28 @@ def check_required(cfg: DictConfig) -> None:
             raise SegkitError(f"{key} is not set: this experiment needs {key}=... ({what})")
 
 
+def command_line_keys() -> set[str]:
+    """Config keys set on this run's command line (``trainer.max_steps=...``, ``++a.b=...``)."""
+    if not HydraConfig.initialized():
+        return set()
+    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+
+
+def apply_time_budget(cfg: DictConfig, given: set[str]) -> None:
+    """With ``trainer.max_time``, train until the time is spent: the step and epoch limits of
+    the configs (800 steps by default) are lifted unless set on the command line too."""
+    if cfg.trainer.get("max_time") is None:
+        return
+    with open_dict(cfg):
+        for key, unlimited in (("max_steps", -1), ("max_epochs", -1)):
+            if f"trainer.{key}" not in given:
+                cfg.trainer[key] = unlimited
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``; return the final metrics."""
     check_required(cfg)
+    apply_time_budget(cfg, command_line_keys())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate_model(cfg.model, datamodule)

@@ -1,28 +1,21 @@
 """File discovery and checks for :class:`segkit.data.folder.FolderDataModule`.
 
 Every problem is a :class:`SegkitError` of one line naming the file (full path) and the fix.
-Pairing (by name stem) uses directory listings only; :func:`check_headers` opens each file but
-reads only its header (``Image.open`` is lazy: size and mode without decoding the pixels);
-:func:`check_pair` does the same checks on images already open, when a sample is loaded.
+Pairing (by name stem) uses directory listings only; :func:`check_headers` reads each file's
+header only (TIFF tags, Pillow's lazy open: size and channels without decoding the pixels).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
+from segkit.data.readers import Header, read_header
 from segkit.errors import SegkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Masks must be lossless: JPEG compression changes class indices at object edges.
 MASK_EXTENSIONS = (".png", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-# 8-bit images PIL converts to RGB or grey without losing range; 16-bit/float ("I;16", "F")
-# would be clipped to 255 by those conversions, so they are refused rather than saturated.
-IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
-# One channel of class indices; "P" is read as palette indices, not colours.
-MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
 LAYOUT = "{train,val,test}/{images,masks}/<name>.<ext>"
 
 Pair = tuple[Path, Path]
@@ -110,68 +103,71 @@ def find_pairs(root: Path, split: str) -> list[Pair]:
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def unreadable(path: Path, error: BaseException) -> SegkitError:
-    """The error for a file PIL cannot open or decode (not an image, truncated, corrupt)."""
-    reason = " ".join(str(error).split())
-    return SegkitError(
-        f"{path}: unreadable, truncated or not an image ({type(error).__name__}: {reason}); "
-        "re-export it as PNG/JPEG/TIFF, or remove it together with its image or mask"
-    )
-
-
-def open_image(path: Path) -> Image.Image:
-    """``Image.open`` (header only), with unreadable files as :class:`SegkitError`."""
-    try:
-        return Image.open(path)
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise unreadable(path, error) from None
-
-
-def check_pair(image: Image.Image, mask: Image.Image, pair: Pair) -> None:
-    """Raise unless the open ``image`` and ``mask`` of ``pair`` have usable modes and one size."""
-    image_path, mask_path = pair
-    if image.mode not in IMAGE_MODES:
+def check_header_pair(pair: Pair) -> Header:
+    """The image's :class:`Header` after checking that ``pair``'s image and mask have one size."""
+    image, mask = read_header(pair[0]), read_header(pair[1])
+    if (image.height, image.width) != (mask.height, mask.width):
         raise SegkitError(
-            f"{image_path}: image mode {image.mode} (16-bit or float) is not supported; save it "
-            "as an 8-bit RGB or grayscale image"
+            f"{pair[0]} is {image.width}x{image.height} (width x height) but its mask {pair[1]} is "
+            f"{mask.width}x{mask.height}; resize the mask to its image's size (nearest-neighbour) or fix the pair"
         )
-    if mask.mode not in MASK_MODES:
-        raise SegkitError(
-            f"{mask_path}: mask mode {mask.mode}; masks must hold one channel of class indices "
-            "(L, I or palette P mode): convert colours to class indices, e.g. as a palette PNG"
-        )
-    if image.size != mask.size:
-        (iw, ih), (mw, mh) = image.size, mask.size
-        raise SegkitError(
-            f"{image_path} is {iw}x{ih} (width x height) but its mask {mask_path} is {mw}x{mh}; "
-            "resize the mask to its image's size (nearest-neighbour) or fix the pair"
-        )
+    return image
 
 
-def check_headers(pairs: list[Pair]) -> None:
-    """Open every image and mask of ``pairs`` for its header only, and :func:`check_pair` them."""
-    for pair in pairs:
-        with open_image(pair[0]) as image, open_image(pair[1]) as mask:
-            check_pair(image, mask, pair)
+def check_headers(pairs: list[Pair]) -> list[Header]:
+    """Every pair's image :class:`Header`, read without decoding pixels, sizes checked."""
+    return [check_header_pair(pair) for pair in pairs]
 
 
-def read_class_names(root: Path, num_classes: int, class_names: list[str] | None) -> list[str]:
-    """``class_names``, else ``root/classes.txt`` (one per line, blank lines skipped), else
-    ``class_0..class_{K-1}``; raises when the count is not ``num_classes``.
+def parse_classes_line(line: str, path: Path) -> tuple[str, tuple[int, int, int] | None]:
+    """``name``, ``name R G B`` or ``name #rrggbb`` -> ``(name, colour or None)``.
 
     Example:
-        >>> read_class_names(Path("nowhere"), 3, None)
-        ['class_0', 'class_1', 'class_2']
+        >>> parse_classes_line("road #804080", Path("classes.txt"))
+        ('road', (128, 64, 128))
     """
+    tokens = line.split()
+    try:
+        if len(tokens) >= 2 and tokens[-1].startswith("#") and len(tokens[-1]) == 7:
+            code = tokens[-1][1:]
+            return " ".join(tokens[:-1]), (int(code[0:2], 16), int(code[2:4], 16), int(code[4:6], 16))
+        if len(tokens) >= 4 and all(token.isdigit() for token in tokens[-3:]):
+            red, green, blue = (int(token) for token in tokens[-3:])
+            if max(red, green, blue) <= 255:
+                return " ".join(tokens[:-3]), (red, green, blue)
+    except ValueError:
+        pass
+    if tokens[-1].startswith("#"):
+        raise SegkitError(f"{path}: '{line.strip()}' has a bad colour; write 'name R G B' or 'name #rrggbb'")
+    return line.strip(), None
+
+
+def read_classes(
+    root: Path, num_classes: int, class_names: list[str] | None,
+) -> tuple[list[str], list[tuple[int, int, int]] | None]:
+    """``(names, palette or None)``: ``class_names``, else ``root/classes.txt`` (one class a
+    line: ``name``, or ``name R G B`` / ``name #rrggbb`` with the class's mask colour, for
+    ``mask_type=colors``), else ``class_0..class_{K-1}``; raises when the count is not
+    ``num_classes``.
+
+    Example:
+        >>> read_classes(Path("nowhere"), 3, None)
+        (['class_0', 'class_1', 'class_2'], None)
+    """
+    palette: list[tuple[int, int, int]] | None = None
     if class_names is not None:
         names, source = [str(name) for name in class_names], f"data.class_names={list(class_names)}"
         fix = "give one name per class or fix data.num_classes"
     elif (root / "classes.txt").is_file():
         path = root / "classes.txt"
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        parsed = [parse_classes_line(line, path) for line in path.read_text().splitlines() if line.strip()]
+        names = [name for name, _ in parsed]
+        colors = [color for _, color in parsed]
+        if all(color is not None for color in colors):
+            palette = colors  # type: ignore[assignment]
         source, fix = str(path), "write one class name per line or fix data.num_classes"
     else:
-        return [f"class_{index}" for index in range(num_classes)]
+        return [f"class_{index}" for index in range(num_classes)], None
     if len(names) != num_classes:
         raise SegkitError(f"{source}: {len(names)} class names but data.num_classes={num_classes}; {fix}")
-    return names
+    return names, palette

@@ -31,6 +31,7 @@ from segkit.inference.tiling import (
     window_starts,
     window_stride,
 )
+from segkit.data.intensity import IntensityScaling
 from segkit.errors import SegkitError
 from segkit.nets.densify import mirror_pad
 
@@ -74,19 +75,37 @@ def _window_geometry(net: torch.nn.Module, config: InferenceConfig) -> tuple[int
     return config.window, config.context, 1, 0.0, "constant"
 
 
-def _to_tensor(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
-    """``(h, w[, c])`` uint8 -> normalised ``(1, C, h, w)`` float32."""
-    tensor = torch.from_numpy(pixels).to(device=device, dtype=torch.float32).div_(255)
-    tensor = tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
-    mean_t = torch.tensor(mean, device=device)[:, None, None]
-    std_t = torch.tensor(std, device=device)[:, None, None]
-    return ((tensor - mean_t) / std_t)[None]
+@dataclass(frozen=True)
+class Preprocess:
+    """Raw pixels -> the net's input: intensity bounds (per channel), then ``mean``/``std``."""
+
+    low: Sequence[float]
+    high: Sequence[float]
+    mean: Sequence[float]
+    std: Sequence[float]
+
+    def __call__(self, pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+        """``(h, w, C)`` of any dtype -> normalised ``(1, C, h, w)`` float32."""
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(device=device, dtype=torch.float32)
+        tensor = tensor.permute(2, 0, 1)
+
+        def column(values: Sequence[float]) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values, np.float32), device=device)[:, None, None]
+
+        scaled = (tensor - column(self.low)) / (column(self.high) - column(self.low))
+        return ((scaled - column(self.mean)) / column(self.std))[None]
+
+
+def as_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A PIL image or an array as ``(H, W, C)``."""
+    array = np.asarray(image)
+    return array[..., None] if array.ndim == 2 else array
 
 
 @torch.inference_mode()
 def predict_image(
     model: Callable[[torch.Tensor], torch.Tensor],
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     mean: Sequence[float],
     std: Sequence[float],
     config: InferenceConfig = InferenceConfig(),
@@ -94,8 +113,11 @@ def predict_image(
     device: torch.device | str = "cpu",
     on_probabilities: ProbabilityWriter | None = None,
     on_window: Callable[[], None] | None = None,
+    intensity: IntensityScaling = IntensityScaling(),
 ) -> np.ndarray:
-    """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode).
+    """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode, or
+    an ``(H, W[, C])`` array of any dtype), scaled by ``intensity`` (bounds from the whole image)
+    then normalised with ``mean``/``std``, as in training.
 
     ``model`` maps normalised windows to logits of the same size (``net`` with a ``context``,
     e.g. :class:`segkit.nets.PaperUNet`, maps windows padded by that context); ``net`` tells
@@ -110,9 +132,11 @@ def predict_image(
         ((45, 70), dtype('uint8'))
     """
     device = torch.device(device)
-    width, height = image.size
+    pixels = as_array(image)
+    height, width = pixels.shape[:2]
+    preprocess = Preprocess(*intensity.bounds(pixels), mean, std)
     if config.mode == "whole":
-        logits = model(_to_tensor(np.array(image), mean, std, device))[0]
+        logits = model(preprocess(pixels, device))[0]
         if on_probabilities is not None:
             on_probabilities(0, logits.softmax(0).cpu().numpy())
         if on_window is not None:
@@ -131,8 +155,8 @@ def predict_image(
     total = torch.zeros(window_h, extent_w, device=device)
     band_top = 0
     for row, y in enumerate(ys):
-        strip = _input_rows(image, y - context, y + window_h + context, context, extent_w - width + context,
-                            mean, std, device)
+        strip = _input_rows(pixels, y - context, y + window_h + context, context, extent_w - width + context,
+                            preprocess, device)
         for start in range(0, len(xs), config.batch_size):
             batch_xs = xs[start:start + config.batch_size]
             logits = model(torch.cat([strip[..., x:x + window_w + 2 * context] for x in batch_xs]))
@@ -159,10 +183,10 @@ def predict_image(
     return mask
 
 
-def _input_rows(image: Image.Image, top: int, bottom: int, left: int, right: int,
-                mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
-    """Normalised rows ``[top, bottom)`` of ``image`` with ``left``/``right`` extra columns,
+def _input_rows(pixels: np.ndarray, top: int, bottom: int, left: int, right: int,
+                preprocess: Preprocess, device: torch.device) -> torch.Tensor:
+    """Normalised rows ``[top, bottom)`` of ``pixels`` with ``left``/``right`` extra columns,
     mirrored wherever they fall outside the image: ``(1, C, bottom - top, W + left + right)``."""
-    width, height = image.size
-    rows = np.array(image.crop((0, max(top, 0), width, min(bottom, height))))
-    return mirror_pad(_to_tensor(rows, mean, std, device), left, right, max(0, -top), max(0, bottom - height))
+    height = pixels.shape[0]
+    rows = pixels[max(top, 0):min(bottom, height)]
+    return mirror_pad(preprocess(rows, device), left, right, max(0, -top), max(0, bottom - height))

@@ -10,6 +10,7 @@ logs the whole run config instead), so that
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from lightning.pytorch.callbacks import Timer
 from torchmetrics import MaxMetric
 
 from segkit.em_metrics import EMMetrics
@@ -101,9 +103,11 @@ class SegmentationModule(L.LightningModule):
             self.val_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
             self.test_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
 
-    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy, weighted by the U-Net weight map if configured (objects from
+        ``instances`` when the data gives them: ``data.mask_type=instances``)."""
         if self.weighted_loss is not None and masks.dim() == 3:
-            return self.weighted_loss(logits, masks)
+            return self.weighted_loss(logits, masks, instances=instances)
         return F.cross_entropy(
             logits, masks, ignore_index=self.ignore_index, reduction=self.loss_reduction
         )
@@ -114,9 +118,11 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         return self(images), masks
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, masks = self.training_logits(batch)
-        loss = self.loss(logits, masks)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        # A third item, instance ids, comes from data.mask_type=instances (weight-map loss).
+        instances = batch[2] if len(batch) > 2 else None
+        logits, masks = self.training_logits(batch[:2])  # type: ignore[arg-type]
+        loss = self.loss(logits, masks, instances)
         self.train_metrics.update(logits.detach(), masks)
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
@@ -185,6 +191,8 @@ class SegmentationModule(L.LightningModule):
         # A resumed run restores its scheduler, fixed length included: a one-cycle or cosine
         # schedule cannot stretch to a longer run, so say so instead of failing mid-epoch.
         for config in self.trainer.lr_scheduler_configs:
+            if getattr(config.scheduler, "time_budget_s", None) is not None:
+                continue  # spans trainer.max_time, whatever the number of steps
             run_length = self._run_length(config.interval)
             for name in ("total_steps", "T_max"):
                 planned = getattr(config.scheduler, name, None)
@@ -192,25 +200,48 @@ class SegmentationModule(L.LightningModule):
                     raise SegkitError(
                         f"{type(config.scheduler).__name__} was built for {name}={planned} "
                         f"{config.interval}s but this run has {run_length}; resume with the "
-                        "original trainer.max_epochs, or start a new run (ckpt_path=null) to train longer"
+                        "original trainer.max_steps, or start a new run (ckpt_path=null) to train longer"
                     )
+
+    def _time_budget(self) -> float | None:
+        """Seconds of ``trainer.max_time`` (Lightning's Timer), if the run has one."""
+        timers = [callback for callback in self.trainer.callbacks if isinstance(callback, Timer)]
+        if not timers or timers[0].time_remaining() is None:
+            return None
+        return timers[0].time_elapsed() + timers[0].time_remaining()  # type: ignore[operator]
 
     def _run_length(self, interval: str) -> int:
         """The run's number of optimiser steps (``interval="step"``) or of epochs."""
+        steps = self.trainer.estimated_stepping_batches
+        epochs = self.trainer.max_epochs
+        if interval == "epoch" and epochs is not None and epochs >= 0:
+            return int(epochs)
+        if math.isinf(steps):
+            raise SegkitError(
+                f"{type(self).__name__}: the LR schedule needs the run's length, but it has none (no "
+                "trainer.max_steps or max_epochs); set trainer.max_steps, or with trainer.max_time use "
+                "model.scheduler._target_=segkit.models.schedules.OneCycleBudgetLR"
+            )
         if interval == "step":
-            return int(self.trainer.estimated_stepping_batches)
-        return int(self.trainer.max_epochs)
+            return int(steps)
+        return math.ceil(steps / max(1, int(self.trainer.num_training_batches)))
 
-    def _run_length_kwargs(self) -> dict[str, int]:
+    def _run_length_kwargs(self) -> dict[str, float]:
         """The run's length for a scheduler whose config leaves it out.
 
         OneCycleLR's ``total_steps`` and CosineAnnealingLR's ``T_max`` are filled with the
         number of optimiser steps (``scheduler_interval: step``) or epochs (``epoch``), so a
-        config need not repeat what the trainer and data already say.
+        config need not repeat what the trainer and data already say. A scheduler that takes
+        ``time_budget_s`` (:class:`segkit.models.schedules.OneCycleBudgetLR`) spans
+        ``trainer.max_time`` when the run has no step limit.
         """
         factory = self.scheduler_factory
         given = getattr(factory, "keywords", {})
         params = inspect.signature(getattr(factory, "func", factory)).parameters
+        if "time_budget_s" in params and given.get("time_budget_s") is None and given.get("total_steps") is None:
+            budget = self._time_budget()
+            if budget is not None and math.isinf(self.trainer.estimated_stepping_batches):
+                return {"time_budget_s": budget}
         for name in ("total_steps", "T_max"):
             if name in params and given.get(name) is None:
                 return {name: self._run_length(self.scheduler_interval)}
@@ -224,6 +255,9 @@ class SegmentationModule(L.LightningModule):
         mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
         if mean is not None and std is not None:
             checkpoint["segkit_normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+            intensity = getattr(datamodule, "intensity", None)
+            if intensity is not None:  # how raw pixels became [0, 1] (data.intensity)
+                checkpoint["segkit_normalization"]["intensity"] = intensity.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         #: ``{"mean": [...], "std": [...]}`` of the training data, if the checkpoint has it.

@@ -1,0 +1,170 @@
+"""Masks as annotators write them (``data.mask_type``), decoded to class indices.
+
+=============  ==================================================================
+``index``      values are class indices ``0..K-1``, or ``ignore_index`` (ignored)
+``binary``     0 is background, any other value (1, 255, ...) is class 1
+``instances``  0 is background, each other value one object; classes are
+               background / object, and the pixels where two objects touch are
+               background, so touching objects stay apart (as the U-Net paper's
+               labels); the identities go on to the weight-map loss
+``colors``     RGB colours mapped to classes through a palette (one colour a class)
+=============  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from segkit.errors import SegkitError
+
+MASK_TYPES = ("index", "binary", "instances", "colors")
+# Raw values a mask's facts keep (enough to see a 0/255 trap or a label range).
+MAX_RAW_VALUES = 64
+
+
+def instance_borders(instances: np.ndarray) -> np.ndarray:
+    """``True`` on object pixels whose 3 x 3 neighbourhood holds another object's id.
+
+    Example:
+        >>> ids = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0]])
+        >>> instance_borders(ids).astype(int).tolist()
+        [[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    """
+    objects = instances > 0
+    highest = ndimage.maximum_filter(instances, size=3, mode="nearest")
+    lowest = ndimage.minimum_filter(np.where(objects, instances, np.iinfo(np.int64).max), size=3, mode="nearest")
+    return objects & ((highest != instances) | (lowest != instances))
+
+
+def _one_channel(raw: np.ndarray, path: Path, mask_type: str) -> np.ndarray:
+    if raw.shape[-1] == 1:
+        return raw[..., 0]
+    if raw.shape[-1] in (3, 4) and (raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all():
+        return raw[..., 0]  # grey values saved as RGB(A)
+    raise SegkitError(
+        f"{path}: mask has {raw.shape[-1]} channels of different colours, but data.mask_type={mask_type} "
+        "reads one channel of values; set data.mask_type=colors (with a palette) or save class indices"
+    )
+
+
+def _color_code(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+@dataclass
+class MaskDecoder:
+    """Decodes one raw mask ``(H, W, C)`` into ``(classes int64 (H, W), instances or None)``.
+
+    ``num_classes=None`` (the audit) skips the range check of ``index`` masks.
+
+    Example:
+        >>> decode = MaskDecoder("binary", num_classes=2)
+        >>> decode(np.array([[[0], [255]]], np.uint8), Path("m.png"))[0].tolist()
+        [[0, 1]]
+    """
+
+    mask_type: str = "index"
+    num_classes: int | None = None
+    ignore_index: int = 255
+    palette: Sequence[Sequence[int]] | None = None
+    ignore_color: Sequence[int] | None = None
+    _codes: np.ndarray = field(init=False, repr=False)
+    _classes: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mask_type not in MASK_TYPES:
+            raise SegkitError(f"data.mask_type={self.mask_type!r}: use one of {', '.join(MASK_TYPES)}")
+        if self.mask_type in ("binary", "instances") and self.num_classes not in (None, 2):
+            raise SegkitError(
+                f"data.mask_type={self.mask_type} has 2 classes (background, object) but "
+                f"data.num_classes={self.num_classes}; set data.num_classes=2"
+            )
+        if self.mask_type == "colors":
+            if not self.palette:
+                raise SegkitError(
+                    "data.mask_type=colors needs a palette: data.palette=[[R,G,B], ...] (one colour a class) "
+                    "or 'name R G B' lines in <root>/classes.txt"
+                )
+            if self.num_classes is not None and len(self.palette) != self.num_classes:
+                raise SegkitError(
+                    f"data.palette has {len(self.palette)} colours but data.num_classes={self.num_classes}; "
+                    "give one colour per class"
+                )
+            colors = [tuple(int(v) for v in c) for c in self.palette]
+            classes = list(range(len(colors)))
+            if self.ignore_color is not None:
+                colors.append(tuple(int(v) for v in self.ignore_color))
+                classes.append(self.ignore_index)
+            codes = _color_code(np.array(colors, np.int64))
+            order = np.argsort(codes)
+            self._codes, self._classes = codes[order], np.array(classes, np.int64)[order]
+
+    @property
+    def classes(self) -> int | None:
+        """Classes the decoded masks have (``None``: unknown, an ``index`` audit)."""
+        if self.mask_type in ("binary", "instances"):
+            return 2
+        if self.mask_type == "colors":
+            return len(self.palette or ())
+        return self.num_classes
+
+    def __call__(self, raw: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.mask_type == "colors":
+            return self._colors(raw, path), None
+        values = _one_channel(raw, path, self.mask_type)
+        if np.issubdtype(values.dtype, np.floating):
+            if not np.array_equal(values, np.round(values)):
+                raise SegkitError(f"{path}: mask holds fractional values; masks must hold integer labels")
+        values = values.astype(np.int64)
+        if self.mask_type == "binary":
+            return (values != 0).astype(np.int64), None
+        if self.mask_type == "instances":
+            if (values < 0).any():
+                raise SegkitError(f"{path}: negative instance id {int(values.min())}; 0 is background, ids are > 0")
+            classes = (values > 0).astype(np.int64)
+            classes[instance_borders(values)] = 0
+            return classes, values
+        self._check_indices(values, path)
+        return values, None
+
+    def _check_indices(self, values: np.ndarray, path: Path) -> None:
+        limit = self.num_classes
+        bad = values[(values < 0) | ((values >= (limit if limit is not None else np.inf)) & (values != self.ignore_index))]
+        if not bad.size:
+            return
+        found = np.unique(bad).tolist()
+        shown = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
+        assert limit is not None
+        more = f"set data.num_classes={max(found) + 1} if it is a class, or " if max(found) >= limit else ""
+        raise SegkitError(
+            f"{path}: mask value {shown} is not a class (0..{limit - 1}) nor data.ignore_index={self.ignore_index}; "
+            f"{more}map the value to {self.ignore_index} (ignored); instance labels: data.mask_type=instances"
+        )
+
+    def _colors(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        if raw.shape[-1] not in (3, 4):
+            raise SegkitError(f"{path}: data.mask_type=colors needs RGB masks, this one has {raw.shape[-1]} channel(s)")
+        codes = _color_code(raw[..., :3])
+        where = np.clip(np.searchsorted(self._codes, codes), 0, len(self._codes) - 1)
+        known = self._codes[where] == codes
+        if not known.all():
+            y, x = (int(v[0]) for v in np.nonzero(~known))
+            r, g, b = (int(v) for v in raw[y, x, :3])
+            raise SegkitError(
+                f"{path}: colour ({r}, {g}, {b}) (#{r:02x}{g:02x}{b:02x}) at x={x}, y={y} is not in the palette; "
+                "add it to data.palette (or classes.txt), or set data.ignore_color to ignore it"
+            )
+        return self._classes[where]
+
+
+def raw_values(raw: np.ndarray) -> list[int]:
+    """Up to :data:`MAX_RAW_VALUES` distinct values of a one-channel integer mask, ascending."""
+    if raw.shape[-1] != 1 or not np.issubdtype(raw.dtype, np.integer):
+        return []
+    return np.unique(raw)[:MAX_RAW_VALUES].astype(np.int64).tolist()

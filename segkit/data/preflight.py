@@ -1,0 +1,187 @@
+"""The full preflight: decode and check every image/mask pair before training starts.
+
+A bad file found at step 40,000 costs hours; found here, it costs seconds. Every pair of the
+training and validation splits is decoded (truncated files, modes, sizes, channels, mask
+values), in parallel threads (the decoders release the GIL), with a progress bar, and the
+facts of each good pair (size, dtype, class pixel counts, intensity percentiles) are cached by
+path + size + mtime, so a second run over the same files is instant. ``segkit-data`` reads the
+same facts for its audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from segkit.data.masks import MaskDecoder, raw_values
+from segkit.data.readers import match_channels, read_array
+from segkit.errors import SegkitError
+
+Pair = tuple[Path, Path]
+# Bump when PairFacts or the checks change: older cache files are then ignored.
+CACHE_VERSION = 1
+
+
+@dataclass
+class PairFacts:
+    """What the preflight learnt about one good pair (JSON-serialisable)."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: str
+    class_counts: list[int]
+    ignored: int
+    raw_values: list[int]
+    instances: int
+    low: list[float]
+    high: list[float]
+
+
+def load_pair(
+    pair: Pair, in_channels: int | None, decoder: MaskDecoder
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """``(image (H, W, C) own dtype, classes (H, W) int64, instances or None, raw mask)``."""
+    image_path, mask_path = pair
+    image = read_array(image_path)
+    raw = read_array(mask_path, palette_as_indices=decoder.mask_type != "colors")
+    if image.shape[:2] != raw.shape[:2]:
+        (ih, iw), (mh, mw) = image.shape[:2], raw.shape[:2]
+        raise SegkitError(
+            f"{image_path} is {iw}x{ih} (width x height) but its mask {mask_path} is {mw}x{mh}; "
+            "resize the mask to its image's size (nearest-neighbour) or fix the pair"
+        )
+    if in_channels is not None:
+        image = match_channels(image, in_channels, image_path)
+    classes, instances = decoder(raw, mask_path)
+    return image, classes, instances, raw
+
+
+def pair_facts(pair: Pair, in_channels: int | None, decoder: MaskDecoder) -> PairFacts:
+    """Decode ``pair`` with every check and summarise it."""
+    image, classes, instances, raw = load_pair(pair, in_channels, decoder)
+    ignored = classes == decoder.ignore_index
+    counts = np.bincount(classes[~ignored].ravel(), minlength=decoder.classes or 0)
+    flat = image.reshape(-1, image.shape[-1])[:: max(1, image.shape[0] * image.shape[1] // 1_000_000)]
+    low, high = np.percentile(flat, (1.0, 99.8), axis=0)
+    return PairFacts(
+        height=int(image.shape[0]), width=int(image.shape[1]), channels=int(image.shape[2]), dtype=str(image.dtype),
+        class_counts=counts.astype(int).tolist(), ignored=int(ignored.sum()), raw_values=raw_values(raw),
+        instances=0 if instances is None else int(len(np.unique(instances[instances > 0]))),
+        low=[float(v) for v in low], high=[float(v) for v in high],
+    )
+
+
+def cache_dir() -> Path:
+    """``$SEGKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/segkit``, else ``~/.cache/segkit``."""
+    if os.environ.get("SEGKIT_CACHE_DIR"):
+        return Path(os.environ["SEGKIT_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segkit"
+
+
+def _signature(pair: Pair) -> list[int]:
+    stats = [path.stat() for path in pair]
+    return [value for stat in stats for value in (stat.st_size, stat.st_mtime_ns)]
+
+
+class PreflightCache:
+    """Facts of pairs already checked under the same settings, keyed by path, size and mtime."""
+
+    def __init__(self, settings: dict[str, Any], folder: Path | None = None) -> None:
+        key = json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True, default=str)
+        self.path = (folder or cache_dir()) / f"preflight-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+        try:
+            self.entries: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def get(self, pair: Pair) -> PairFacts | None:
+        entry = self.entries.get(f"{pair[0]}|{pair[1]}")
+        if entry is None or entry["signature"] != _signature(pair):
+            return None
+        return PairFacts(**entry["facts"])
+
+    def put(self, pair: Pair, facts: PairFacts) -> None:
+        self.entries[f"{pair[0]}|{pair[1]}"] = {"signature": _signature(pair), "facts": asdict(facts)}
+        self.changed = True
+
+    def save(self) -> None:
+        """Write atomically; a cache that cannot be written only costs the next run time."""
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(self.entries))
+            partial.replace(self.path)
+        except OSError:
+            pass
+
+
+def scan_pairs(
+    pairs: Sequence[Pair],
+    in_channels: int | None,
+    decoder: MaskDecoder,
+    cache: PreflightCache | None = None,
+    description: str = "checking",
+    progress: bool = True,
+    workers: int | None = None,
+) -> list[PairFacts]:
+    """Facts of every pair (cached ones from ``cache``), or the first bad file's error.
+
+    Errors are reported in file order (the same error whichever thread finds it first), with
+    the number of other bad pairs, so one run lists how much is wrong.
+    """
+    facts: list[PairFacts | None] = [cache.get(pair) if cache else None for pair in pairs]
+    todo = [index for index, found in enumerate(facts) if found is None]
+    errors: dict[int, str] = {}
+    workers = workers or min(8, os.cpu_count() or 1)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress or not todo, transient=True) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task(f"{description} {len(todo)} pairs", total=len(todo))
+
+        def check(index: int) -> None:
+            try:
+                facts[index] = pair_facts(pairs[index], in_channels, decoder)
+            except SegkitError as error:
+                errors[index] = str(error)
+            finally:
+                bar.advance(task)
+
+        list(pool.map(check, todo))
+    if cache is not None:
+        for index in todo:
+            if index not in errors:
+                cache.put(pairs[index], facts[index])  # type: ignore[arg-type]
+        cache.save()
+    if errors:
+        first = min(errors)
+        others = f" (and {len(errors) - 1} more bad pair(s); `segkit-data` lists them all)" if len(errors) > 1 else ""
+        raise SegkitError(errors[first] + others)
+    return facts  # type: ignore[return-value]
+
+
+def check_binary_trap(pairs: Sequence[Pair], facts: Sequence[PairFacts], decoder: MaskDecoder) -> None:
+    """Stop ``index`` masks holding only {0, 255} with 2 classes: they would train on
+    background alone, 255 being the ignore index (mmseg #2592, Pytorch-UNet #341)."""
+    if decoder.mask_type != "index" or decoder.num_classes != 2 or decoder.ignore_index != 255:
+        return
+    values = {value for fact in facts for value in fact.raw_values}
+    if values and values <= {0, 255} and 255 in values:
+        example = next(pair[1] for pair, fact in zip(pairs, facts) if 255 in fact.raw_values)
+        raise SegkitError(
+            f"{example}: masks hold only 0 and 255, and with data.mask_type=index 255 is ignored, so "
+            "nothing would be learnt of the object class; set data.mask_type=binary (0 background, "
+            "non-zero object)"
+        )

@@ -1,0 +1,162 @@
+"""Reading images and masks as microscopes and scanners write them, into numpy arrays.
+
+TIFF goes through ``tifffile`` (the field's reader: 8/16/32-bit integer and float, multi-page
+and planar stacks, any number of samples); PNG, JPEG and the rest through Pillow. Every image
+comes back as ``(H, W, C)`` in its own dtype (``uint8``, ``uint16``, ``float32``...), so that
+intensity scaling (:mod:`segkit.data.intensity`) sees the real range instead of a value
+Pillow clipped to 8 bits.
+
+Every problem is a one-line :class:`SegkitError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from segkit.errors import SegkitError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+# Pillow modes that hold colours to be converted, not values to be kept: palette images read as
+# colours (for images; masks may read palettes as indices), and colour spaces other than RGB.
+_TO_RGB = {"P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "1": "L"}
+# tifffile axis codes that stack planes of one image (channels, pages, samples stored planar).
+_PLANE_AXES = set("CSIQZTE")
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, tifffile.TiffFileError)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, without decoding its pixels."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: str
+
+
+def unreadable(path: Path, error: BaseException) -> SegkitError:
+    """The error for a file that cannot be opened or decoded (not an image, truncated, corrupt)."""
+    reason = " ".join(str(error).split())[:200]
+    return SegkitError(
+        f"{path}: unreadable, truncated or not an image ({type(error).__name__}: {reason}); "
+        "re-export it as PNG/TIFF, or remove it together with its image or mask"
+    )
+
+
+def _tiff_layout(shape: tuple[int, ...], axes: str, path: Path) -> tuple[int, int, int, bool]:
+    """``(height, width, channels, channels_first)`` of a tifffile series."""
+    if len(shape) == 2:
+        return shape[0], shape[1], 1, False
+    if len(shape) == 3 and axes.endswith("S"):
+        return shape[0], shape[1], shape[2], False
+    if len(shape) == 3 and axes[0] in _PLANE_AXES:
+        return shape[1], shape[2], shape[0], True
+    raise SegkitError(
+        f"{path}: TIFF of shape {shape} (axes {axes}) is not one 2-D image with channels; "
+        "save one image per file as (H, W), (H, W, C) or (C, H, W)"
+    )
+
+
+def read_header(path: Path) -> Header:
+    """Size, channels and dtype from the file's header (TIFF tags or Pillow's lazy open).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / "a.tif"
+        ...     tifffile.imwrite(path, np.zeros((3, 5, 7), np.uint16))
+        ...     read_header(path)
+        Header(height=5, width=7, channels=3, dtype='uint16')
+    """
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                height, width, channels, _ = _tiff_layout(tuple(series.shape), series.axes, path)
+                return Header(height, width, channels, str(series.dtype))
+        with Image.open(path) as image:
+            mode = _TO_RGB.get(image.mode, image.mode)
+            bands = 1 if mode.startswith("I;16") else Image.getmodebands(mode)
+            dtype = {"I": "int32", "F": "float32"}.get(mode, "uint16" if mode.startswith("I;16") else "uint8")
+            return Header(image.size[1], image.size[0], bands, dtype)
+    except DECODE_ERRORS as error:
+        raise unreadable(path, error) from None
+
+
+def read_array(path: Path, palette_as_indices: bool = False) -> np.ndarray:
+    """The pixels of ``path`` as ``(H, W, C)`` in the file's own dtype.
+
+    ``palette_as_indices`` reads a palette ("P") PNG as its indices (VOC-style class masks)
+    instead of its colours.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / "a.png"
+        ...     Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(path)
+        ...     array = read_array(path)
+        >>> array.shape, array.dtype, int(array.max())
+        ((4, 6, 1), dtype('uint16'), 40000)
+    """
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                _, _, _, channels_first = _tiff_layout(tuple(series.shape), series.axes, path)
+                array = series.asarray()
+            if channels_first:
+                array = np.moveaxis(array, 0, -1)
+        else:
+            with Image.open(path) as image:
+                image.load()
+                keep = image.mode in ("P", "PA") and palette_as_indices
+                if not keep and image.mode in _TO_RGB:
+                    image = image.convert(_TO_RGB[image.mode])
+                array = np.asarray(image)
+    except DECODE_ERRORS as error:
+        raise unreadable(path, error) from None
+    if array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _luma(array: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of ``(H, W, 3)``, in the input's dtype (as Pillow's ``convert("L")``)."""
+    grey = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        grey = np.rint(grey)
+    return grey.astype(array.dtype)[..., None]
+
+
+def match_channels(array: np.ndarray, in_channels: int, path: Path) -> np.ndarray:
+    """``array`` ``(H, W, C)`` with ``in_channels`` channels, or a :class:`SegkitError`.
+
+    Grey files become RGB by repetition, RGB files grey by luma (as Pillow converts), and an
+    8-bit alpha channel (RGBA, LA) is dropped; any other mismatch is the user's to settle.
+
+    Example:
+        >>> match_channels(np.zeros((2, 2, 1), np.uint8), 3, Path("a.png")).shape
+        (2, 2, 3)
+    """
+    channels = array.shape[-1]
+    if channels == in_channels:
+        return array
+    if array.dtype == np.uint8 and channels in (2, 4):
+        array, channels = array[..., :-1], channels - 1  # alpha of an 8-bit LA/RGBA image
+        if channels == in_channels:
+            return array
+    if channels == 1 and in_channels == 3:
+        return np.repeat(array, 3, axis=-1)
+    if channels == 3 and in_channels == 1:
+        return _luma(array)
+    raise SegkitError(
+        f"{path}: image has {array.shape[-1]} channels but data.in_channels={in_channels}; "
+        f"set data.in_channels={array.shape[-1]} (every image of the data set needs that many)"
+    )
