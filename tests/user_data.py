@@ -82,3 +82,19 @@ def binary_masks(value: int = 255) -> dict[str, list[np.ndarray]]:
             mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = value
             out[split].append(mask)
     return out
+
+
+def index_masks(classes: int = 4, absent_from_val: int = 3, test: bool = True) -> dict[str, list[np.ndarray]]:
+    """Class-index masks of the SIZES (and a test split): vertical bands of classes
+    ``0..classes-1`` (``absent_from_val`` left out of val) and a 2-row band of 255 (ignored)."""
+    sizes = {**SIZES, **({"test": [(40, 44)]} if test else {})}
+    out: dict[str, list[np.ndarray]] = {}
+    for split, split_sizes in sizes.items():
+        present = [c for c in range(classes) if split != "val" or c != absent_from_val]
+        out[split] = []
+        for height, width in split_sizes:
+            mask = (np.arange(width)[None, :] * len(present) // width).repeat(height, axis=0)
+            mask = np.asarray(present, np.uint8)[mask]
+            mask[height // 2: height // 2 + 2] = 255
+            out[split].append(mask)
+    return out

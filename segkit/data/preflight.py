@@ -28,7 +28,7 @@ from segkit.errors import SegkitError
 
 Pair = tuple[Path, Path]
 # Bump when PairFacts or the checks change: older cache files are then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -45,6 +45,7 @@ class PairFacts:
     instances: int
     low: list[float]
     high: list[float]
+    mask_dtype: str = ""
 
 
 def load_pair(
@@ -77,7 +78,7 @@ def pair_facts(pair: Pair, in_channels: int | None, decoder: MaskDecoder) -> Pai
         height=int(image.shape[0]), width=int(image.shape[1]), channels=int(image.shape[2]), dtype=str(image.dtype),
         class_counts=counts.astype(int).tolist(), ignored=int(ignored.sum()), raw_values=raw_values(raw),
         instances=0 if instances is None else int(len(np.unique(instances[instances > 0]))),
-        low=[float(v) for v in low], high=[float(v) for v in high],
+        low=[float(v) for v in low], high=[float(v) for v in high], mask_dtype=str(raw.dtype),
     )
 
 
@@ -128,6 +129,46 @@ class PreflightCache:
             pass
 
 
+def collect_facts(
+    pairs: Sequence[Pair],
+    in_channels: int | None,
+    decoder: MaskDecoder,
+    cache: PreflightCache | None = None,
+    description: str = "checking",
+    progress: bool = True,
+    workers: int | None = None,
+    catch: tuple[type[Exception], ...] = (SegkitError,),
+) -> tuple[list[PairFacts | None], dict[int, str]]:
+    """``(facts or None per pair, {pair index: one-line error})``: every pair checked, however
+    many are bad (the audit lists them all); good pairs are cached. ``catch``: the errors kept
+    as a pair's error (others propagate); one not a SegkitError is kept with both paths."""
+    facts: list[PairFacts | None] = [cache.get(pair) if cache else None for pair in pairs]
+    todo = [index for index, found in enumerate(facts) if found is None]
+    errors: dict[int, str] = {}
+    workers = workers or min(8, os.cpu_count() or 1)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress or not todo, transient=True) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        task = bar.add_task(f"{description} {len(todo)} pairs", total=len(todo))
+
+        def check(index: int) -> None:
+            try:
+                facts[index] = pair_facts(pairs[index], in_channels, decoder)
+            except catch as error:
+                errors[index] = str(error) if isinstance(error, SegkitError) else " ".join(
+                    f"{pairs[index][0]} / {pairs[index][1]}: {type(error).__name__} {error}".split())
+            finally:
+                bar.advance(task)
+
+        list(pool.map(check, todo))
+    if cache is not None:
+        for index in todo:
+            if index not in errors:
+                cache.put(pairs[index], facts[index])  # type: ignore[arg-type]
+        cache.save()
+    return facts, errors
+
+
 def scan_pairs(
     pairs: Sequence[Pair],
     in_channels: int | None,
@@ -142,29 +183,7 @@ def scan_pairs(
     Errors are reported in file order (the same error whichever thread finds it first), with
     the number of other bad pairs, so one run lists how much is wrong.
     """
-    facts: list[PairFacts | None] = [cache.get(pair) if cache else None for pair in pairs]
-    todo = [index for index, found in enumerate(facts) if found is None]
-    errors: dict[int, str] = {}
-    workers = workers or min(8, os.cpu_count() or 1)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress or not todo, transient=True) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        task = bar.add_task(f"{description} {len(todo)} pairs", total=len(todo))
-
-        def check(index: int) -> None:
-            try:
-                facts[index] = pair_facts(pairs[index], in_channels, decoder)
-            except SegkitError as error:
-                errors[index] = str(error)
-            finally:
-                bar.advance(task)
-
-        list(pool.map(check, todo))
-    if cache is not None:
-        for index in todo:
-            if index not in errors:
-                cache.put(pairs[index], facts[index])  # type: ignore[arg-type]
-        cache.save()
+    facts, errors = collect_facts(pairs, in_channels, decoder, cache, description, progress, workers)
     if errors:
         first = min(errors)
         others = f" (and {len(errors) - 1} more bad pair(s); `segkit-data` lists them all)" if len(errors) > 1 else ""
