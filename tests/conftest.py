@@ -20,7 +20,6 @@ from helpers import (
     task_config,
 )
 
-
 # The folder preflight caches its facts per user (~/.cache/segkit); tests and the commands they
 # start (which inherit the environment) use a throwaway cache instead.
 os.environ["SEGKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="segkit-cache-")

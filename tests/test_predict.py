@@ -84,7 +84,11 @@ def test_predict_writes_a_palette_mask_of_each_inputs_size(cli_run: CliRun, phot
         probabilities = np.load(output / f"{stem}_probs.npy")
         assert probabilities.shape == (6, size[1], size[0])
         with Image.open(output / f"{stem}.png") as mask:
-            assert np.array_equal(np.array(mask), probabilities.argmax(0))
+            # The mask is the argmax of float32 logits; float16 probabilities can tie (0.338 vs 0.338).
+            top2 = np.sort(probabilities.astype(np.float32), axis=0)[-2:]
+            clear = top2[1] - top2[0] > 2e-3
+            assert clear.mean() > 0.9
+            assert np.array_equal(np.array(mask)[clear], probabilities.argmax(0)[clear])
     assert sorted(p.name for p in photos.iterdir()) == ["small.jpg", "wide.png"]  # input untouched
 
     before = (output / "wide.png").read_bytes()

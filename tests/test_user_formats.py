@@ -12,7 +12,13 @@ import tifffile
 import torch
 from PIL import Image
 from scipy import ndimage
-from user_data import SIZES, binary_masks, touching_instances, write_masks_folder, write_nuclei_folder
+from user_data import (
+    SIZES,
+    binary_masks,
+    touching_instances,
+    write_masks_folder,
+    write_nuclei_folder,
+)
 
 from segkit.data import FolderDataModule
 from segkit.data import preflight as preflight_module
@@ -71,7 +77,7 @@ def test_four_channel_tiffs_give_four_input_channels(tmp_path: Path, layout: str
                 tifffile.imwrite(path, page, append=True, metadata=None)
     dm = folder(root, in_channels=4, mask_type="instances")
     dm.setup("fit")
-    images, masks, instances = next(iter(dm.train_dataloader()))
+    images, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 4, 32, 32) and dm.mean == [0.5] * 4
     message = one_line_error(folder(root, in_channels=3, mask_type="instances"))
     assert re.search(r"cell0.tif: image has 4 channels but data.in_channels=3; set data.in_channels=4", message)
@@ -104,7 +110,7 @@ def test_instance_masks_keep_touching_objects_apart(tmp_path: Path) -> None:
     assert (mask.numpy()[touching] == 0).all(), "the border between two objects is background"
     assert set(mask.unique().tolist()) == {0, 1}
     # Training batches carry the instance ids for the weight map, 0 on crop padding.
-    image, mask, instances = dm.train_set[0]
+    _, mask, instances = dm.train_set[0]
     assert instances.shape == mask.shape and instances.max() >= 2
     assert (instances[mask == 255] == 0).all() and (mask == 255).any()  # 37 x 53 padded to 64
 

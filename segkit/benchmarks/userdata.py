@@ -14,6 +14,7 @@ Command line::
     python -m segkit.benchmarks.userdata write-folder OUT [--seed 0 --train 160 --val 40]
     python -m segkit.benchmarks.userdata write-nuclei OUT [--seed 0 --train 24 --val 8 --size 192 176]
     python -m segkit.benchmarks.userdata otsu ROOT [--split val]
+    python -m segkit.benchmarks.userdata score ROOT PREDICTIONS [--split val]   # segkit-predict masks
     python -m segkit.benchmarks.userdata hand-loop ROOT [--seconds 240 --seed 0]
 """
 
@@ -31,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy import ndimage
 
 from segkit.benchmarks.userdata_render import (
     FOLDER_CLASS_NAMES,
@@ -40,11 +40,26 @@ from segkit.benchmarks.userdata_render import (
     render_nuclei,
     separated_foreground,
 )
+from segkit.benchmarks.userdata_scores import (
+    object_f1,
+    otsu_scores,
+    otsu_threshold,
+    predicted_scores,
+)
 from segkit.errors import SegkitError
 from segkit.nets.unet import UNet
 
-__all__ = ["write_folder_dataset", "write_nuclei_dataset", "otsu_threshold", "object_f1", "otsu_scores",
-           "hand_loop", "separated_foreground", "main"]
+__all__ = [
+    "hand_loop",
+    "main",
+    "object_f1",
+    "otsu_scores",
+    "otsu_threshold",
+    "predicted_scores",
+    "separated_foreground",
+    "write_folder_dataset",
+    "write_nuclei_dataset",
+]
 
 _SPLITS = ("train", "val")
 
@@ -114,91 +129,6 @@ def write_nuclei_dataset(root: Path, seed: int = 0, train: int = 24, val: int = 
         tifffile.imwrite(root / split / "images" / f"nuclei_{i:04d}.tif", image)
         tifffile.imwrite(root / split / "masks" / f"nuclei_{i:04d}.tif", instances)
     return root
-
-
-def otsu_threshold(image: np.ndarray, bins: int = 1024) -> float:
-    """Otsu's threshold (maximal between-class variance) from a ``bins``-bin histogram:
-    the lower edge of the first foreground bin, so foreground is ``image >= threshold``.
-
-    Example:
-        >>> 120 < otsu_threshold(np.array([100, 110, 120, 5000, 5100, 5200], np.uint16)) <= 5000
-        True
-    """
-    counts, edges = np.histogram(image, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(counts)[:-1].astype(np.float64)
-    w1 = counts.sum() - w0
-    m0 = np.cumsum(counts * centres)[:-1] / np.maximum(w0, 1)
-    m1 = ((counts * centres).sum() - np.cumsum(counts * centres)[:-1]) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(edges[int(between.argmax()) + 1])
-
-
-def object_f1(pred_fg: np.ndarray, instances: np.ndarray) -> dict[str, Any]:
-    """Object-level scores: 4-connected components of ``pred_fg`` matched to the instances of
-    ``instances`` (0 = background) at IoU > 0.5, a one-to-one matching by construction.
-
-    Returns ``precision``, ``recall``, ``f1`` and the counts ``matched``, ``predicted``, ``true``.
-
-    Example:
-        >>> inst = np.array([[1, 1, 0, 2, 2]])
-        >>> object_f1(inst > 0, inst)["f1"], object_f1(np.ones((1, 5), bool), inst)["f1"]
-        (1.0, 0.0)
-    """
-    pred, n_pred = ndimage.label(pred_fg)
-    true_ids = np.unique(instances[instances > 0])
-    n_true = int(true_ids.size)
-    matched = 0
-    if n_pred and n_true:
-        lookup = np.zeros(int(instances.max()) + 1, np.int64)
-        lookup[true_ids] = np.arange(1, n_true + 1)
-        true = lookup[instances]
-        joint = np.bincount((pred * (n_true + 1) + true).ravel(), minlength=(n_pred + 1) * (n_true + 1))
-        inter = joint.reshape(n_pred + 1, n_true + 1)[1:, 1:]
-        area_pred = np.bincount(pred.ravel(), minlength=n_pred + 1)[1:]
-        area_true = np.bincount(true.ravel(), minlength=n_true + 1)[1:]
-        iou = inter / (area_pred[:, None] + area_true[None, :] - inter)
-        matched = int((iou > 0.5).sum())
-    return _f1(matched, n_pred, n_true)
-
-
-def _f1(matched: int, predicted: int, true: int) -> dict[str, Any]:
-    precision = matched / predicted if predicted else float(true == 0)
-    recall = matched / true if true else 1.0
-    f1 = 2 * matched / (predicted + true) if predicted + true else 1.0
-    return {"precision": precision, "recall": recall, "f1": f1, "matched": matched, "predicted": predicted, "true": true}
-
-
-def otsu_scores(root: Path, split: str = "val") -> dict[str, Any]:
-    """Otsu per image of ``root/split`` (a :func:`write_nuclei_dataset` tree) against the
-    separated foreground (touching instances' border pixels are background, as segkit labels
-    them): ``iou_background``, ``iou_foreground``, ``mIoU`` from one confusion matrix over the
-    split, and object ``precision``/``recall``/``f1`` from the pooled counts of :func:`object_f1`.
-
-    Example:
-        >>> import tempfile
-        >>> root = write_nuclei_dataset(Path(tempfile.mkdtemp()) / "n", train=0, val=1, size=(64, 64))
-        >>> 0 <= otsu_scores(root)["mIoU"] <= 1
-        True
-    """
-    import tifffile
-
-    images = sorted((Path(root) / split / "images").glob("*.tif"))
-    if not images:
-        raise SegkitError(f"{Path(root) / split / 'images'}: no .tif images; write some with write-nuclei")
-    hist = np.zeros((2, 2), np.int64)
-    counts = np.zeros(3, np.int64)
-    for path in images:
-        image = tifffile.imread(path)
-        instances = tifffile.imread(path.parent.parent / "masks" / path.name)
-        pred = image >= otsu_threshold(image)
-        truth = separated_foreground(instances)
-        hist += np.bincount(truth.ravel() * 2 + pred.ravel(), minlength=4).reshape(2, 2)
-        scores = object_f1(pred, instances)
-        counts += [scores["matched"], scores["predicted"], scores["true"]]
-    iou = np.diag(hist) / (hist.sum(0) + hist.sum(1) - np.diag(hist))
-    return {"images": len(images), "iou_background": float(iou[0]), "iou_foreground": float(iou[1]),
-            "mIoU": float(iou.mean()), **_f1(*(int(c) for c in counts))}
 
 
 def hand_loop(root: Path, seconds: float = 240, seed: int = 0) -> dict[str, Any]:
@@ -283,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     otsu = commands.add_parser("otsu", help="Otsu baseline scores on a nuclei tree")
     otsu.add_argument("root", type=Path)
     otsu.add_argument("--split", default="val")
+    score = commands.add_parser("score", help="score segkit-predict masks on a nuclei tree")
+    score.add_argument("root", type=Path)
+    score.add_argument("predictions", type=Path)
+    score.add_argument("--split", default="val")
     loop = commands.add_parser("hand-loop", help="train a plain PyTorch U-Net loop on a folder tree")
     loop.add_argument("root", type=Path)
     loop.add_argument("--seconds", type=float, default=240)
@@ -299,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = {"root": str(root), "seconds": time.perf_counter() - started}
         elif args.command == "otsu":
             result = otsu_scores(args.root, args.split)
+        elif args.command == "score":
+            result = predicted_scores(args.root, args.predictions, args.split)
         else:
             result = hand_loop(args.root, args.seconds, args.seed)
     except (SegkitError, OSError) as error:

@@ -31,7 +31,14 @@ from segkit.data.intensity import IntensityScaling
 from segkit.data.masks import MaskDecoder
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.pairs import PairDataset
-from segkit.data.preflight import Pair, PairFacts, PreflightCache, check_binary_trap, pair_facts, scan_pairs
+from segkit.data.preflight import (
+    Pair,
+    PairFacts,
+    PreflightCache,
+    check_binary_trap,
+    pair_facts,
+    scan_pairs,
+)
 from segkit.data.transforms import segmentation_transforms
 from segkit.errors import SegkitError
 

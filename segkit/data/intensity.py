@@ -51,9 +51,10 @@ class IntensityScaling:
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise SegkitError(f"data.percentiles={list(self.percentiles)}: use [low, high] with 0 <= low < high <= 100")
-        if self.mode == "range":
-            if self.value_range is None or len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
-                raise SegkitError(
+        if self.mode == "range" and (
+            self.value_range is None or len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]
+        ):
+            raise SegkitError(
                     f"data.intensity=range needs data.value_range=[low, high] with low < high, got {self.value_range}"
                 )
 

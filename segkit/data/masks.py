@@ -118,9 +118,8 @@ class MaskDecoder:
         if self.mask_type == "colors":
             return self._colors(raw, path), None
         values = _one_channel(raw, path, self.mask_type)
-        if np.issubdtype(values.dtype, np.floating):
-            if not np.array_equal(values, np.round(values)):
-                raise SegkitError(f"{path}: mask holds fractional values; masks must hold integer labels")
+        if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+            raise SegkitError(f"{path}: mask holds fractional values; masks must hold integer labels")
         values = values.astype(np.int64)
         if self.mask_type == "binary":
             return (values != 0).astype(np.int64), None
@@ -135,15 +134,16 @@ class MaskDecoder:
 
     def _check_indices(self, values: np.ndarray, path: Path) -> None:
         limit = self.num_classes
-        bad = values[(values < 0) | ((values >= (limit if limit is not None else np.inf)) & (values != self.ignore_index))]
+        too_large = (values >= limit) & (values != self.ignore_index) if limit is not None else False
+        bad = values[(values < 0) | too_large]
         if not bad.size:
             return
         found = np.unique(bad).tolist()
         shown = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
-        assert limit is not None
-        more = f"set data.num_classes={max(found) + 1} if it is a class, or " if max(found) >= limit else ""
+        classes = f"0..{limit - 1}" if limit is not None else "0 or more"
+        more = f"set data.num_classes={max(found) + 1} if it is a class, or " if limit is not None and max(found) >= limit else ""
         raise SegkitError(
-            f"{path}: mask value {shown} is not a class (0..{limit - 1}) nor data.ignore_index={self.ignore_index}; "
+            f"{path}: mask value {shown} is not a class ({classes}) nor data.ignore_index={self.ignore_index}; "
             f"{more}map the value to {self.ignore_index} (ignored); instance labels: data.mask_type=instances"
         )
 

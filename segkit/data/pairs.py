@@ -46,11 +46,12 @@ class PairDataset(Dataset):
         transform: Callable,
         in_channels: int,
         decoder: MaskDecoder,
-        intensity: IntensityScaling = IntensityScaling(),
+        intensity: IntensityScaling | None = None,
         with_instances: bool = False,
     ) -> None:
         self.pairs, self.transform = list(pairs), transform
-        self.in_channels, self.decoder, self.intensity = in_channels, decoder, intensity
+        self.in_channels, self.decoder = in_channels, decoder
+        self.intensity = intensity or IntensityScaling()
         self.with_instances = with_instances
 
     def __len__(self) -> int:

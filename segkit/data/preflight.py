@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from segkit.data.masks import MaskDecoder, raw_values
 from segkit.data.readers import match_channels, read_array
@@ -77,7 +83,7 @@ def pair_facts(pair: Pair, in_channels: int | None, decoder: MaskDecoder) -> Pai
     return PairFacts(
         height=int(image.shape[0]), width=int(image.shape[1]), channels=int(image.shape[2]), dtype=str(image.dtype),
         class_counts=counts.astype(int).tolist(), ignored=int(ignored.sum()), raw_values=raw_values(raw),
-        instances=0 if instances is None else int(len(np.unique(instances[instances > 0]))),
+        instances=0 if instances is None else len(np.unique(instances[instances > 0])),
         low=[float(v) for v in low], high=[float(v) for v in high], mask_dtype=str(raw.dtype),
     )
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segkit.data.intensity import IntensityScaling
+from segkit.errors import SegkitError
 from segkit.inference.tiling import (
     Blending,
     blend_weights,
@@ -31,8 +33,6 @@ from segkit.inference.tiling import (
     window_starts,
     window_stride,
 )
-from segkit.data.intensity import IntensityScaling
-from segkit.errors import SegkitError
 from segkit.nets.densify import mirror_pad
 
 Mode = Literal["whole", "slide", "tile"]
@@ -86,7 +86,7 @@ class Preprocess:
 
     def __call__(self, pixels: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(h, w, C)`` of any dtype -> normalised ``(1, C, h, w)`` float32."""
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(device=device, dtype=torch.float32)
+        tensor = torch.from_numpy(np.array(pixels, dtype=np.float32)).to(device)
         tensor = tensor.permute(2, 0, 1)
 
         def column(values: Sequence[float]) -> torch.Tensor:
@@ -113,7 +113,7 @@ def predict_image(
     device: torch.device | str = "cpu",
     on_probabilities: ProbabilityWriter | None = None,
     on_window: Callable[[], None] | None = None,
-    intensity: IntensityScaling = IntensityScaling(),
+    intensity: IntensityScaling | None = None,
 ) -> np.ndarray:
     """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode, or
     an ``(H, W[, C])`` array of any dtype), scaled by ``intensity`` (bounds from the whole image)
@@ -134,7 +134,7 @@ def predict_image(
     device = torch.device(device)
     pixels = as_array(image)
     height, width = pixels.shape[:2]
-    preprocess = Preprocess(*intensity.bounds(pixels), mean, std)
+    preprocess = Preprocess(*(intensity or IntensityScaling()).bounds(pixels), mean, std)
     if config.mode == "whole":
         logits = model(preprocess(pixels, device))[0]
         if on_probabilities is not None:

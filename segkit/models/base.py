@@ -17,8 +17,8 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 from lightning.pytorch.callbacks import Timer
+from torch import nn
 from torchmetrics import MaxMetric
 
 from segkit.em_metrics import EMMetrics
