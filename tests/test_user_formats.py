@@ -109,6 +109,14 @@ def test_instance_masks_keep_touching_objects_apart(tmp_path: Path) -> None:
     assert touching.any(), "the fake data must have touching objects"
     assert (mask.numpy()[touching] == 0).all(), "the border between two objects is background"
     assert set(mask.unique().tolist()) == {0, 1}
+    # Pixel by pixel: an object pixel is background exactly when another object is among its 8
+    # neighbours; object pixels beside the background stay object.
+    padded = np.pad(ids, 1)
+    expected = np.zeros_like(ids)
+    for y, x in zip(*np.nonzero(ids)):
+        neighbours = set(padded[y:y + 3, x:x + 3].ravel().tolist()) - {0}
+        expected[y, x] = neighbours == {ids[y, x]}
+    assert np.array_equal(mask.numpy(), expected)
     # Training batches carry the instance ids for the weight map, 0 on crop padding.
     _, mask, instances = dm.train_set[0]
     assert instances.shape == mask.shape and instances.max() >= 2

@@ -37,7 +37,8 @@ def instance_borders(instances: np.ndarray) -> np.ndarray:
     """
     objects = instances > 0
     highest = ndimage.maximum_filter(instances, size=3, mode="nearest")
-    lowest = ndimage.minimum_filter(np.where(objects, instances, np.iinfo(np.int64).max), size=3, mode="nearest")
+    # Background reads as one more than the largest id (int64's maximum overflows in scipy's filter).
+    lowest = ndimage.minimum_filter(np.where(objects, instances, instances.max() + 1), size=3, mode="nearest")
     return objects & ((highest != instances) | (lowest != instances))
 
 
