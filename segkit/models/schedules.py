@@ -67,6 +67,11 @@ class OneCycleBudgetLR(OneCycleLR):
         finally:
             self.last_epoch = actual
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if self.time_budget_s is not None:  # the clock runs again from the resume on
+            self._started = time.monotonic()
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.time_budget_s is not None:
