@@ -69,7 +69,7 @@ def read_header(path: Path) -> Header:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = Path(folder) / "a.tif"
-        ...     tifffile.imwrite(path, np.zeros((3, 5, 7), np.uint16))
+        ...     tifffile.imwrite(path, np.zeros((3, 5, 7), np.uint16), photometric="minisblack")
         ...     read_header(path)
         Header(height=5, width=7, channels=3, dtype='uint16')
     """
