@@ -77,3 +77,22 @@ class SegmentationImageLogger(L.Callback):
         grid = make_grid(torch.stack(tiles), nrow=3, padding=2, pad_value=255)
         for logger in loggers:
             logger.experiment.add_image(self.tag, grid, global_step=trainer.global_step)
+
+
+class ValidateAtBudgetEnd(L.Callback):
+    """Validate when ``trainer.max_steps`` ends a run mid-epoch.
+
+    Lightning validates at epoch ends; a data set whose epoch is longer than the step budget
+    (6,400 images at batch 8 against the default 800 steps) would otherwise end without any
+    validation, hence without a best checkpoint. Asking the trainer to stop at the last step
+    makes Lightning run the validation loop first.
+
+    Example:
+        >>> callback = ValidateAtBudgetEnd()  # then Trainer(max_steps=800, callbacks=[callback])
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
+                           batch: object, batch_idx: int) -> None:
+        last_step = trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+        if last_step and batch_idx + 1 < trainer.num_training_batches:
+            trainer.should_stop = True

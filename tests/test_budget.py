@@ -96,3 +96,13 @@ def test_a_timed_run_trains_until_the_budget_is_spent_and_its_lr_anneals_over_it
     second_half = [entry.value for entry in lrs[len(lrs) // 2:]]
     assert second_half == sorted(second_half, reverse=True) and lrs[-1].value < peak / 5
     assert len(events.Scalars("val/mIoU")) >= 3 and "val/mIoU" in metrics
+
+
+def test_a_step_budget_that_ends_mid_epoch_still_validates_and_keeps_a_best_checkpoint(tmp_path: Path) -> None:
+    # 64 scenes at batch 4 are 16 steps an epoch; the budget ends after 6.
+    overrides = [*TINY_DATA, "data.train_size=64", *TINY_MODEL, *QUIET_CALLBACKS, *CPU, "test=false",
+                 f"paths.root_dir={tmp_path}", "trainer.max_steps=6"]
+    metrics = train(task_config("train", overrides, tmp_path / "run"))
+    assert "val/mIoU" in metrics
+    best = list((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(best) == 1 and torch.load(best[0], weights_only=True)["global_step"] == 6

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from helpers import QUIET_CALLBACKS, TRAIN_CMD, console_command, describe, run_cli
 from PIL import Image
@@ -87,3 +88,15 @@ def test_export_describes_the_intensity_scaling(nuclei_run: tuple[Path, Path], t
     assert proc.returncode == 0, describe(proc)
     (meta,) = (tmp_path / "logs").rglob("export.json")
     assert json.loads(meta.read_text())["intensity"] == SCALING
+
+
+def test_a_bad_mask_stops_segkit_train_before_the_first_step(tmp_path: Path) -> None:
+    root = write_nuclei_folder(tmp_path / "data")
+    mask_path = root / "val" / "masks" / "cell1.tif"
+    mask = tifffile.imread(mask_path)
+    tifffile.imwrite(mask_path, mask.astype(np.float32) + 0.5)  # fractional labels: not a mask
+    proc = run_cli(TRAIN_CMD, [*DATA, f"data.root={root}", "trainer.accelerator=cpu", *QUIET_CALLBACKS], tmp_path / "work")
+    assert proc.returncode == 2, describe(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-train: error:")]
+    assert len(errors) == 1 and f"{mask_path}: mask holds fractional values" in errors[0], proc.stderr
+    assert not list((tmp_path / "work").rglob("*.ckpt"))  # stopped at setup, before any step

@@ -76,6 +76,19 @@ def separated_foreground(instances: np.ndarray) -> np.ndarray:
     return (ids > 0) & (high == ids) & (low == ids)
 
 
+def _offsets(cy: float, cx: float, ext: float, height: int, width: int
+             ) -> tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] | None:
+    """The box ``(y0, y1, x0, x1)`` within ``ext`` px of ``(cy, cx)``, clipped to the image, and
+    the row/column offsets of its pixels from the centre; ``None`` when the box is empty."""
+    y0, y1 = max(0, math.floor(cy - ext)), min(height, math.ceil(cy + ext) + 1)
+    x0, x1 = max(0, math.floor(cx - ext)), min(width, math.ceil(cx + ext) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    return (y0, y1, x0, x1), (dy, dx)
+
+
 def _pick_colour(rng: np.random.Generator, ref: np.ndarray, min_dist: float) -> np.ndarray:
     """Random RGB colour at least ``min_dist`` from ``ref`` (best of 16 tries)."""
     cand = rng.random((16, 3), dtype=np.float32)
@@ -146,13 +159,10 @@ def render_folder_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
         else:
             cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
         placed.append((cy, cx, size))
-        ext = 1.7 * size + 1
-        y0, y1 = max(0, math.floor(cy - ext)), min(height, math.ceil(cy + ext) + 1)
-        x0, x1 = max(0, math.floor(cx - ext)), min(width, math.ceil(cx + ext) + 1)
-        if y0 >= y1 or x0 >= x1:
+        window = _offsets(cy, cx, 1.7 * size + 1, height, width)
+        if window is None:
             continue
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+        (y0, y1, x0, x1), (dy, dx) = window
         dy, dx = np.broadcast_arrays(dy, dx)
         inside, t = _object(cls, rng, dy, dx, size)
         col_a = _pick_colour(rng, bg_mean, _MIN_CONTRAST)
@@ -189,13 +199,10 @@ def _partition_nuclei(rng: np.random.Generator, height: int, width: int) -> np.n
             continue
         centres.append((cy, cx, r))
         stretch, tilt = rng.uniform(1.0, 1.3), rng.uniform(0, math.pi)
-        ext = r * stretch * 1.25 + 1
-        y0, y1 = max(0, math.floor(cy - ext)), min(height, math.ceil(cy + ext) + 1)
-        x0, x1 = max(0, math.floor(cx - ext)), min(width, math.ceil(cx + ext) + 1)
-        if y0 >= y1 or x0 >= x1:
+        window = _offsets(cy, cx, r * stretch * 1.25 + 1, height, width)
+        if window is None:
             continue
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+        (y0, y1, x0, x1), (dy, dx) = window
         u = dx * math.cos(tilt) + dy * math.sin(tilt)
         v = dy * math.cos(tilt) - dx * math.sin(tilt)
         rho = np.hypot(u / (r * stretch), v * stretch / r)
