@@ -75,6 +75,32 @@ def test_folder_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert not np.array_equal(_pngs(a, "train", "images")[0], _pngs(c, "train", "images")[0])
 
 
+def _class_colour_distance(class_colours: bool) -> list[float]:
+    """Per class 1..3: mean RGB distance of its (non-band) pixels to the class's base hue."""
+    by_class: dict[int, list[np.ndarray]] = {1: [], 2: [], 3: []}
+    for seed in range(12):
+        image, mask = userdata_render.render_folder_scene(np.random.default_rng(seed), class_colours)
+        for cls in by_class:
+            by_class[cls].append(image[mask == cls].astype(np.float32) / 255)
+    hues = userdata_render.CLASS_HUES
+    return [float(np.linalg.norm(np.concatenate(by_class[c]) - np.asarray(hues[c - 1]), axis=1).mean())
+            for c in by_class]
+
+
+def test_class_colours_keep_each_class_near_its_hue_and_random_colours_do_not() -> None:
+    # Textures mix the hue with a darker shade, so distances are well above the jitter.
+    near, random = _class_colour_distance(True), _class_colour_distance(False)
+    assert all(n < 0.45 for n in near), near
+    assert all(r > n + 0.1 for r, n in zip(random, near)), (random, near)
+
+
+def test_class_colours_leave_shapes_and_labels_to_the_same_rules(tmp_path: Path) -> None:
+    root = write_folder_dataset(tmp_path / "cc", seed=3, train=6, val=2, class_colours=True)
+    masks = _pngs(root, "train", "masks")
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks])).tolist()) <= {0, 1, 2, 3, 255}
+    assert all(80 <= side <= 220 for mask in masks for side in mask.shape)
+
+
 def test_nuclei_are_16_bit_instances_with_touching_pairs(nuclei_root: Path) -> None:
     for split, count in (("train", 2), ("val", 3)):
         paths = sorted((nuclei_root / split / "images").glob("*.tif"))

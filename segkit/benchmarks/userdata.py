@@ -11,7 +11,7 @@ baseline and a hand-written training loop to compare segkit with.
 
 Command line::
 
-    python -m segkit.benchmarks.userdata write-folder OUT [--seed 0 --train 160 --val 40]
+    python -m segkit.benchmarks.userdata write-folder OUT [--seed 0 --train 160 --val 40 --class-colours]
     python -m segkit.benchmarks.userdata write-nuclei OUT [--seed 0 --train 24 --val 8 --size 192 176]
     python -m segkit.benchmarks.userdata otsu ROOT [--split val]
     python -m segkit.benchmarks.userdata score ROOT PREDICTIONS [--split val]   # segkit-predict masks
@@ -77,8 +77,10 @@ def _split_rngs(seed: int, counts: Sequence[int]) -> list[tuple[str, int, np.ran
             for s, (split, count) in enumerate(zip(_SPLITS, counts)) for i in range(count)]
 
 
-def write_folder_dataset(root: Path, seed: int = 0, train: int = 160, val: int = 40) -> Path:
+def write_folder_dataset(root: Path, seed: int = 0, train: int = 160, val: int = 40,
+                         class_colours: bool = False) -> Path:
     """Write ``root/{train,val}/{images,masks}/<name>.png`` and ``root/classes.txt``; returns root.
+    ``class_colours``: each class keeps a hue family (else every object's colours are random).
 
     Train with ``segkit-train data=folder data.root=ROOT data.num_classes=4``.
 
@@ -95,7 +97,7 @@ def write_folder_dataset(root: Path, seed: int = 0, train: int = 160, val: int =
         for kind in ("images", "masks"):
             (root / split / kind).mkdir(parents=True, exist_ok=True)
     for split, i, rng in _split_rngs(seed, (train, val)):
-        image, mask = render_folder_scene(rng)
+        image, mask = render_folder_scene(rng, class_colours)
         Image.fromarray(image).save(root / split / "images" / f"scene_{i:04d}.png")
         Image.fromarray(mask).save(root / split / "masks" / f"scene_{i:04d}.png")
     (root / "classes.txt").write_text("\n".join(FOLDER_CLASS_NAMES) + "\n")
@@ -209,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--train", type=int, default=train)
         sub.add_argument("--val", type=int, default=val)
+    folder.add_argument("--class-colours", action="store_true",
+                        help="each class keeps a hue family (default: random colours per object)")
     nuclei.add_argument("--size", type=int, nargs=2, default=(192, 176), metavar=("H", "W"))
     otsu = commands.add_parser("otsu", help="Otsu baseline scores on a nuclei tree")
     otsu.add_argument("root", type=Path)
@@ -225,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "write-folder":
             started = time.perf_counter()
-            root = write_folder_dataset(args.out, args.seed, args.train, args.val)
+            root = write_folder_dataset(args.out, args.seed, args.train, args.val, args.class_colours)
             result: dict[str, object] = {"root": str(root), "seconds": time.perf_counter() - started}
         elif args.command == "write-nuclei":
             started = time.perf_counter()

@@ -15,7 +15,11 @@ blob        wobbly polygon: radius 14-30 with           leopard spots (smooth no
             harmonics 2..5                              cells, thresholded)
 ==========  ==========================================  ===================================
 
-Every object has its own two colours, so colour never gives the class. Half of the objects
+By default every object has its own two random colours, so colour never gives the class (the
+hard variant). With ``class_colours=True`` each class keeps one hue family, jittered per object
+(:data:`CLASS_HUES`), as stained or photographed classes usually look; the background's colours
+stay random, so a background can take an object's hue;
+shapes and textures are the same in both variants. Half of the objects
 after the first are placed against an earlier one (they touch or overlap; later ones occlude
 earlier ones). Pixels within 1 px of a change of object (a 2-px band across every object
 boundary, between two objects too) are :data:`IGNORE_INDEX`.
@@ -37,6 +41,8 @@ FOLDER_CLASS_NAMES: tuple[str, ...] = ("background", "star", "crescent", "blob")
 IGNORE_INDEX = 255
 SIDE_RANGE = (80, 220)
 _MIN_CONTRAST = 0.35  # RGB distance of an object's first colour to the background's mean
+# Base RGB of star, crescent, blob with class_colours=True; each object jitters it (sd 0.15).
+CLASS_HUES: tuple[tuple[float, float, float], ...] = ((0.9, 0.35, 0.2), (0.3, 0.75, 0.3), (0.3, 0.4, 0.9))
 
 
 def _interpolation_matrix(size: int, cells: int, cell: float) -> np.ndarray:
@@ -133,8 +139,9 @@ def _object(cls: int, rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, 
     return r <= edge, (noise > np.median(noise)).astype(np.float32)
 
 
-def render_folder_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One folder scene: ``(uint8 H x W x 3 image, uint8 H x W mask)``, sides in :data:`SIDE_RANGE`.
+def render_folder_scene(rng: np.random.Generator, class_colours: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One folder scene: ``(uint8 H x W x 3 image, uint8 H x W mask)``, sides in :data:`SIDE_RANGE`;
+    ``class_colours`` gives each class a hue family (see the module docstring).
 
     Example:
         >>> image, mask = render_folder_scene(np.random.default_rng(0))
@@ -165,8 +172,12 @@ def render_folder_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
         (y0, y1, x0, x1), (dy, dx) = window
         dy, dx = np.broadcast_arrays(dy, dx)
         inside, t = _object(cls, rng, dy, dx, size)
-        col_a = _pick_colour(rng, bg_mean, _MIN_CONTRAST)
-        col_b = _pick_colour(rng, col_a, 0.4)
+        if class_colours:
+            col_a = np.clip(np.asarray(CLASS_HUES[cls - 1], np.float32) + rng.normal(0, 0.15, 3), 0, 1)
+            col_b = col_a * np.float32(rng.uniform(0.45, 0.7))  # a darker shade of the same hue
+        else:
+            col_a = _pick_colour(rng, bg_mean, _MIN_CONTRAST)
+            col_b = _pick_colour(rng, col_a, 0.4)
         colour = col_a + (col_b - col_a) * t[..., None] + rng.normal(0, 0.03, 3).astype(np.float32)
         img[y0:y1, x0:x1][inside] = colour[inside]
         label[y0:y1, x0:x1][inside] = cls
