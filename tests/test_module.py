@@ -145,3 +145,34 @@ def test_scheduler_length_is_filled_from_the_run(tmp_path: Path) -> None:
     trainer.fit(module, datamodule=datamodule)
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.total_steps == 3 * 2  # 3 epochs x 2 batches of 4
+
+
+class _LogsLossEveryStep(UNetModule):
+    """The module as it was: ``self.log`` of the loss on every step."""
+
+    def _loss_is_written(self, batch_idx: int) -> bool:
+        return True
+
+
+def _logged_losses(module_class: type[UNetModule], root: Path) -> dict[int, float]:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    datamodule = ShapesDataModule(train_size=36, val_size=4, test_size=4, image_size=32, batch_size=4, num_workers=0)
+    module = module_class(num_classes=datamodule.num_classes, depth=2, base_width=4)
+    trainer = L.Trainer(max_steps=23, accelerator="cpu", devices=1, logger=TensorBoardLogger(root, name="", version=""),
+                        log_every_n_steps=5, limit_val_batches=0, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    events = EventAccumulator(str(root))
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars("train/loss")}
+
+
+def test_train_loss_reaches_the_logger_at_the_same_steps_and_values_as_logging_every_step(tmp_path: Path) -> None:
+    # 23 steps over epochs of 9 batches: the written steps cross epoch boundaries.
+    sparse = _logged_losses(UNetModule, tmp_path / "sparse")
+    every = _logged_losses(_LogsLossEveryStep, tmp_path / "every")
+    assert sorted(sparse) == sorted(every) == [4, 9, 14, 19]
+    assert sparse == pytest.approx(every, rel=1e-6)
