@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit.benchmarks import fcn_latency
+from segkit.benchmarks import fcn_latency, throughput
 from segkit.cli.bench import main
 
 
@@ -58,13 +58,28 @@ def test_dense_benchmark_times_both_passes_and_checks_they_agree(tmp_path: Path)
     assert 0 < result["efficiency"] == pytest.approx(result["dense_macs"] / min(result["dense_s"]) / result["matmul_macs_per_s"])
 
 
-def test_throughput_benchmark_runs_both_loops(tmp_path: Path) -> None:
+def test_throughput_benchmark_times_segkit_train_and_a_plain_loop(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
-    args = ["throughput", "--steps", "2", "--warmup", "1", "--repeats", "1", "--image-size", "32", "--batch-size", "2"]
+    args = ["throughput", "--steps", "3", "--warmup", "1", "--repeats", "1", "--image-size", "32", "--batch-size", "2",
+            "--override", "data.train_size=8"]
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())["throughput"]
-    assert len(result["plain_images_per_s"]) == len(result["fit_images_per_s"]) == 1
-    assert result["ratio"] == pytest.approx(result["fit_images_per_s"][0] / result["plain_images_per_s"][0])
+    assert len(result["plain_s_per_step"]) == len(result["segkit_s_per_step"]) == 1
+    assert result["ratio"] == pytest.approx(result["plain_s_per_step"][0] / result["segkit_s_per_step"][0])
+    assert result["overrides"] == ["data.batch_size=2", "data.image_size=32", "data.train_size=8"]
+
+
+def test_the_segkit_side_runs_what_segkit_train_runs(tmp_path: Path) -> None:
+    # The composed config keeps the default callbacks and logger; only validation and test are off.
+    cfg = throughput.train_config(["data.image_size=32"], tmp_path / "run", total_steps=7)
+    assert {"model_checkpoint", "exact_resume", "lr_monitor", "image_grid", "progress_bar"} <= set(cfg.callbacks)
+    assert "tensorboard" in cfg.logger and cfg.model.scheduler is not None
+    assert (cfg.trainer.max_steps, cfg.trainer.limit_val_batches, cfg.test) == (7, 0, False)
+
+
+def test_step_times_span_the_timed_batches_only() -> None:
+    starts = [0.0, 5.0, 6.0, 7.5, 9.0, 100.0]
+    assert throughput._per_step(starts, warmup=1, steps=3) == pytest.approx((9.0 - 5.0) / 3)
 
 
 def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:

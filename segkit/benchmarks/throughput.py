@@ -1,130 +1,143 @@
-"""Training throughput: segkit's Lightning fit loop against a plain hand-written PyTorch loop.
+"""Training throughput: what ``segkit-train`` runs against a plain hand-written PyTorch loop.
 
-Both loops train the same U-Net (same initial weights) with the same optimiser on the same
-in-memory batches (pre-rendered shapes scenes, so scene rendering is not timed), batch size
-and thread count. The fit loop runs as ``segkit-train`` runs it: the segkit LightningModule
-with its per-step train metrics and loss logging to TensorBoard; validation, checkpointing
-and the progress bar are off, because the plain loop has none of them. Runs alternate
-(plain, fit, plain, fit, ...) so that drift in machine load hits both alike.
+The segkit side is :func:`segkit.cli.train.train` itself on the composed ``train`` config: the
+default callbacks (checkpointing, exact resume, LR monitor, image grid, progress bar, model
+summary), the TensorBoard logger, the scheduler, the train metrics and segkit's resumable
+loader, as a user's run has them. Only validation and the final test are off (the plain loop
+has neither), and a :class:`StepTimer` callback records when each batch starts.
+
+The plain side builds the same data module and net from the same config and seed and runs the
+textbook loop over the same train loader: forward, cross-entropy, zero_grad, backward, AdamW
+step. Both are timed the same way, from the start of batch ``warmup`` to the start of batch
+``warmup + steps`` (loading included), and runs alternate (plain, segkit, plain, ...) so that
+drift in machine load hits both alike.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
-from segkit.data.shapes import ShapesDataModule
-from segkit.models.unet import UNetModule
+from segkit.cli.common import instantiate_model
+from segkit.cli.config_dir import config_dir
 
 
 @dataclass
 class ThroughputResult:
-    """Images per second of each loop, per repeat."""
+    """Seconds per training step of each loop, one value per repeat."""
 
     plain: list[float]
-    fit: list[float]
-    batch_size: int
-    image_size: int
+    segkit: list[float]
+    overrides: list[str]
     steps: int
 
     @property
     def ratio(self) -> float:
-        """Best fit-loop throughput over best plain-loop throughput.
-
-        On a shared machine, other load only ever slows a run down, so each loop's fastest
-        run is the closest to its undisturbed speed (as ``timeit`` takes the minimum).
-        """
-        return max(self.fit) / max(self.plain)
+        """Plain / segkit step time, best runs: on a shared machine, load only ever slows a run
+        down, so each loop's fastest run is the closest to its undisturbed speed (``timeit``)."""
+        return min(self.plain) / min(self.segkit)
 
     @property
     def median_ratio(self) -> float:
         """Median over median, for comparison: noisier where load comes and goes."""
-        return statistics.median(self.fit) / statistics.median(self.plain)
+        return statistics.median(self.plain) / statistics.median(self.segkit)
 
 
-def _batches(num_images: int, batch_size: int, image_size: int) -> DataLoader:
-    dm = ShapesDataModule(image_size=image_size, train_size=num_images, augment=False, num_workers=0)
-    dm.setup("fit")
-    pairs = [dm.train_set[i] for i in range(num_images)]
-    dataset = TensorDataset(torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=True)
+class StepTimer(L.Callback):
+    """Writes ``{"batch_starts": [...]}`` (``time.perf_counter`` at each train batch start) to
+    ``path`` when training ends; the benchmark adds it to the run's callbacks."""
 
-
-def _module(seed: int) -> UNetModule:
-    torch.manual_seed(seed)
-    optimizer = lambda params: torch.optim.AdamW(params, lr=1e-3)  # noqa: E731
-    return UNetModule(num_classes=len(ShapesDataModule.class_names), depth=3, base_width=16, optimizer=optimizer)
-
-
-def time_plain_loop(loader: DataLoader, warmup: int, seed: int = 0) -> float:
-    """Images/s of a textbook loop: forward, cross-entropy, zero_grad, backward, step."""
-    net = _module(seed).net
-    net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    images_timed, start = 0, 0.0
-    for step, (images, masks) in enumerate(loader):
-        if step == warmup:
-            start = time.perf_counter()
-        loss = F.cross_entropy(net(images), masks, ignore_index=255)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= warmup:
-            images_timed += images.shape[0]
-    return images_timed / (time.perf_counter() - start)
-
-
-class _StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start = 0.0
-        self.end = 0.0
-        self.images = 0
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.starts: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: object, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
+        self.starts.append(time.perf_counter())
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: object, batch: tuple, batch_idx: int) -> None:
-        if batch_idx >= self.warmup:
-            self.images += batch[0].shape[0]
-            self.end = time.perf_counter()
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        Path(self.path).write_text(json.dumps({"batch_starts": self.starts}))
 
 
-def time_fit_loop(loader: DataLoader, warmup: int, seed: int = 0) -> float:
-    """Images/s of ``Trainer.fit`` on the segkit UNetModule, TensorBoard logging on."""
-    timer = _StepTimer(warmup)
-    with tempfile.TemporaryDirectory() as log_dir:
-        trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_epochs=1, limit_val_batches=0, logger=TensorBoardLogger(log_dir),
-            log_every_n_steps=10, callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0,
-        )
-        trainer.fit(_module(seed), train_dataloaders=loader)
-    return timer.images / (timer.end - timer.start)
+def train_config(overrides: Sequence[str], output_dir: Path, total_steps: int) -> DictConfig:
+    """The ``train`` config as ``segkit-train OVERRIDES`` composes it, for ``total_steps`` steps
+    with validation and test off, writing under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            *overrides, f"trainer.max_steps={total_steps}", "++trainer.limit_val_batches=0",
+            "test=false", f"paths.output_dir={output_dir}",
+        ])
+    GlobalHydra.instance().clear()
+    return cfg
 
 
-def measure_throughput(steps: int = 60, warmup: int = 5, batch_size: int = 8, image_size: int = 64, repeats: int = 3) -> ThroughputResult:
-    """Alternate plain and fit runs ``repeats`` times; each times ``steps`` steps after ``warmup``.
+def _per_step(starts: Sequence[float], warmup: int, steps: int) -> float:
+    return (starts[warmup + steps] - starts[warmup]) / steps
+
+
+def time_segkit(overrides: Sequence[str], warmup: int, steps: int) -> float:
+    """Seconds per step of ``segkit.cli.train.train`` on the composed config (see the module doc)."""
+    from segkit.cli.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = train_config(overrides, Path(tmp) / "run", warmup + steps + 1)
+        timings = Path(tmp) / "steps.json"
+        with open_dict(cfg):
+            cfg.callbacks = cfg.get("callbacks") or {}
+            cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer", "path": str(timings)}
+        train(cfg)
+        return _per_step(json.loads(timings.read_text())["batch_starts"], warmup, steps)
+
+
+def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> float:
+    """Seconds per step of a textbook loop over the same config's train loader and net."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = train_config(overrides, Path(tmp) / "run", warmup + steps + 1)
+        L.seed_everything(cfg.seed, verbose=False)
+        datamodule = instantiate(cfg.data)
+        net = instantiate_model(cfg.model, datamodule).net
+        datamodule.setup("fit")
+        net.train()
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        starts: list[float] = []
+        while len(starts) <= warmup + steps:
+            for images, masks, *_ in datamodule.train_dataloader():
+                starts.append(time.perf_counter())
+                if len(starts) > warmup + steps:
+                    break
+                loss = F.cross_entropy(net(images), masks, ignore_index=datamodule.ignore_index)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return _per_step(starts, warmup, steps)
+
+
+def measure_throughput(overrides: Sequence[str] = (), steps: int = 170, warmup: int = 20, repeats: int = 3) -> ThroughputResult:
+    """Alternate plain and segkit runs ``repeats`` times, each timing ``steps`` steps after ``warmup``.
 
     Example:
-        >>> r = measure_throughput(steps=2, warmup=1, batch_size=2, image_size=32, repeats=1)
-        >>> r.ratio > 0
+        >>> tiny = ["data.image_size=32", "data.train_size=16", "data.batch_size=2"]
+        >>> quiet = ["callbacks.progress_bar=null", "++trainer.enable_progress_bar=false",
+        ...          "callbacks.model_summary=null", "++trainer.enable_model_summary=false"]
+        >>> r = measure_throughput(tiny + quiet, steps=2, warmup=1, repeats=1)
+        >>> r.ratio > 0 and len(r.plain) == len(r.segkit) == 1
         True
     """
-    loader = _batches((steps + warmup) * batch_size, batch_size, image_size)
-    plain, fit = [], []
+    plain, segkit = [], []
     for _ in range(repeats):
-        plain.append(time_plain_loop(loader, warmup))
-        fit.append(time_fit_loop(loader, warmup))
-    return ThroughputResult(plain, fit, batch_size, image_size, steps)
+        plain.append(time_plain(overrides, warmup, steps))
+        segkit.append(time_segkit(overrides, warmup, steps))
+    return ThroughputResult(plain, segkit, list(overrides), steps)
