@@ -24,6 +24,15 @@ from helpers import (
 # start (which inherit the environment) use a throwaway cache instead.
 os.environ["SEGKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="segkit-cache-")
 
+# Under pytest-xdist (the README's test command runs 2 workers), each worker and the commands it
+# starts get an equal share of the cores: unshared, torch's threads would oversubscribe them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
+    import torch
+
+    torch.set_num_threads(int(_threads))
+
 
 @pytest.fixture(scope="session")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
@@ -47,3 +56,13 @@ def inprocess_run(tmp_path_factory: pytest.TempPathFactory) -> InProcessRun:
     )
     metrics = train(cfg)
     return InProcessRun(metrics=metrics, output_dir=output_dir, cfg=cfg)
+
+
+# The longest files first: the README's command spreads files over 2 workers (pytest-xdist,
+# --dist loadfile), and a long file that starts last runs alone at the end.
+LONG_FILES_FIRST = ("test_notebooks.py", "test_train.py", "test_patch_cnn.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
