@@ -17,7 +17,6 @@ resumed with ``ckpt_path=last`` ends with the weights of a run that was never st
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from segkit.atomic import atomic_path
 from segkit.data.sampling import ResumableDataLoader
 
 
@@ -53,31 +53,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-        _fsync_directory(path.parent)
+        with atomic_path(path, durable=True) as partial, open(partial, "wb") as file:
+            torch.save(checkpoint, file)
         # Parts left by earlier processes that were killed mid-write.
         for stale in path.parent.glob(f".{path.name}.*.partial"):
             stale.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class SegmentationCheckpoint(ModelCheckpoint):

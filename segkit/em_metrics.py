@@ -1,4 +1,7 @@
-"""ISBI 2012 EM scores for binary membrane segmentation: pixel error and foreground-restricted Rand.
+"""ISBI 2012 EM scores for binary membrane segmentation: foreground-restricted Rand.
+
+(The pixel error, the other ISBI score, is ``1 - pixel_acc`` of the confusion matrix that
+:class:`segkit.metrics.SegmentationMetrics` keeps; the module logs it from there.)
 
 V_rand (Arganda-Carreras et al. 2015, "Crowdsourcing the creation of image segmentation
 algorithms for connectomics") compares the segments (connected regions between membranes) of
@@ -56,11 +59,10 @@ def rand_scores(pred_labels: np.ndarray, true_labels: np.ndarray) -> dict[str, f
 
 
 class EMMetrics(Metric):
-    """Pixel error and V_rand of membrane predictions, accumulated over a split.
+    """V_rand of membrane predictions, accumulated over a split.
 
     ``update`` takes logits ``(N, C, H, W)`` (argmaxed) or class indices ``(N, H, W)`` and
-    targets ``(N, H, W)``; a pixel is membrane when its class is ``membrane_class``. The pixel
-    error is ``wrong / total`` over all non-ignored pixels of the split. Segments are the
+    targets ``(N, H, W)``; a pixel is membrane when its class is ``membrane_class``. Segments are the
     4-connected components of non-membrane pixels (as in the Fiji script; ignored pixels are not
     true foreground). V_rand is computed per image (2D slice) and averaged over images that have
     true foreground, at the argmax and without the official border thinning of the ground truth
@@ -73,14 +75,12 @@ class EMMetrics(Metric):
         >>> metric = EMMetrics()
         >>> metric.update(logits, masks)
         >>> {k: v.item() for k, v in metric.compute().items()}
-        {'pixel_error': 0.0, 'v_rand': 1.0, 'rand_error': 0.0}
+        {'v_rand': 1.0, 'rand_error': 0.0}
     """
 
     is_differentiable = False
     full_state_update = False
 
-    wrong: torch.Tensor
-    total: torch.Tensor
     v_rand_sum: torch.Tensor
     images: torch.Tensor
 
@@ -88,8 +88,6 @@ class EMMetrics(Metric):
         super().__init__(**kwargs)
         self.membrane_class = membrane_class
         self.ignore_index = ignore_index
-        self.add_state("wrong", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("v_rand_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -99,8 +97,6 @@ class EMMetrics(Metric):
         pred_membrane = preds == self.membrane_class
         true_membrane = target == self.membrane_class
         valid = target != self.ignore_index
-        self.wrong += ((pred_membrane != true_membrane) & valid).sum()
-        self.total += valid.sum()
         for pred_mem, true_mem, ok in zip(
             pred_membrane.cpu().numpy(), true_membrane.cpu().numpy(), valid.cpu().numpy()
         ):
@@ -112,6 +108,5 @@ class EMMetrics(Metric):
             self.images += 1
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        pixel_error = self.wrong.double() / self.total.double()
         v_rand = self.v_rand_sum / self.images.double()
-        return {"pixel_error": pixel_error, "v_rand": v_rand, "rand_error": 1.0 - v_rand}
+        return {"v_rand": v_rand, "rand_error": 1.0 - v_rand}

@@ -3,8 +3,9 @@
 What is exported is what ``module(images)`` computes in eval mode: ``(N, C_in, H, W)`` float
 images -> ``(N, num_classes, H, W)`` logits. ``module`` itself cannot be traced (a
 LightningModule), and some forwards branch on Python ints computed from the input's size,
-which a trace would bake in; :func:`exportable` therefore returns a plain ``nn.Module`` per
-model type whose size arithmetic is all tensor ops under tracing:
+which a trace would bake in; each architecture's ``exportable()`` therefore returns a plain
+``nn.Module`` whose size arithmetic is all tensor ops under tracing (the forms are in
+:mod:`segkit.nets.traceable`; a module whose net traces as it is needs no override):
 
 - U-Net: reflect-padded to a multiple of ``2**depth`` outside the net (the net's own
   ``if pad`` is then always false), cropped back;
@@ -32,103 +33,27 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segkit.errors import SegkitError
-from segkit.models import FCNModule, PatchCNNModule, UNetModule, UNetPaperModule
 from segkit.models.base import SegmentationModule
-from segkit.nets.densify import densify, window_padding
+from segkit.nets.traceable import Exportable
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class PadToMultiple(nn.Module):
-    """``net`` on the input reflect-padded at the bottom/right to a multiple of ``multiple``."""
-
-    def __init__(self, net: nn.Module, multiple: int) -> None:
-        super().__init__()
-        self.net, self.multiple = net, multiple
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2], x.shape[-1]
-        m = self.multiple
-        x = F.pad(x, (0, (m - width % m) % m, 0, (m - height % m) % m), mode="reflect")
-        return self.net(x)[..., :height, :width]
-
-
-class DenseWindows(nn.Module):
-    """The window classifier ``net`` at every pixel (its ``dilated`` dense form)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net  # owns the parameters that the dense form reads
-        self.dense = densify(net, strategy="dilated")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before, after = window_padding(self.dense.window)
-        height, width = x.shape[-2], x.shape[-1]
-        padded = F.pad(x, (before, after, before, after), mode="reflect")
-        return self.dense.valid(padded)[..., :height, :width]
-
-
-class WholeImageValidUNet(nn.Module):
-    """A valid-convolution U-Net in one pass: mirror context on every side, padded at the
-    bottom/right up to the next output size the net makes (``overlap_tile(net, x)``)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.context, self.multiple = net.context, net.size_multiple
-        self.min_output = net.min_input_size - 2 * net.context
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2], x.shape[-1]
-        m, smallest, c = self.multiple, self.min_output, self.context
-        # Valid outputs are smallest + k * m; round up without comparisons (traced as tensors).
-        out_h = smallest + (height - smallest + m - 1) // m * m
-        out_w = smallest + (width - smallest + m - 1) // m * m
-        padded = F.pad(x, (c, out_w - width + c, c, out_h - height + c), mode="reflect")
-        return self.net(padded)[..., :height, :width]
-
-
-@dataclass
-class Exportable:
-    """A traceable net computing ``module(images)``, for inputs of at least ``min_side`` px."""
-
-    net: nn.Module
-    min_side: int
-    note: str
-
-
 def exportable(module: SegmentationModule) -> Exportable:
-    """The traceable equivalent of ``module(images)`` (eval mode, CPU, float32)."""
-    module = module.cpu().float().eval()
-    if isinstance(module, UNetModule):
-        multiple = 2**module.net.depth
-        # Reflection needs a pad smaller than the side; the module falls back to zeros below it.
-        return Exportable(PadToMultiple(module.net, multiple).eval(), multiple, "U-Net padded to a multiple of 2**depth")
-    if isinstance(module, FCNModule):
-        return Exportable(module.net, 1, "FCN as trained")
-    if isinstance(module, PatchCNNModule):
-        return Exportable(DenseWindows(module.net).eval(), module.window // 2 + 1, "dense (dilated) window classifier")
-    if isinstance(module, UNetPaperModule):
-        net = module.net
-        return Exportable(
-            WholeImageValidUNet(net).eval(), net.context + net.size_multiple,
-            "valid-convolution U-Net in one pass over the mirror-padded image (overlap-tile with one tile)",
-        )
-    raise SegkitError(
-        f"cannot export a {type(module).__name__}: exportable models are UNetModule, FCNModule, "
-        "PatchCNNModule and UNetPaperModule"
-    )
+    """The traceable equivalent of ``module(images)`` (eval mode, CPU, float32): what the
+    module's own :meth:`~segkit.models.base.SegmentationModule.exportable` returns."""
+    if not isinstance(module, SegmentationModule):
+        raise SegkitError(f"cannot export a {type(module).__name__}: segkit exports SegmentationModule subclasses")
+    return module.cpu().float().eval().exportable()
 
 
 @contextmanager

@@ -12,13 +12,17 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+# The scalar scores logged per stage (and written by segkit-eval).
+SCALAR_SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
+
 
 def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
     """All segmentation scores of a confusion matrix (rows = ground truth, cols = prediction).
 
-    Returns ``pixel_acc``, ``mean_acc``, ``mIoU``, ``fwIoU`` (scalars) and ``IoU``, ``acc``
-    (per class; NaN for a class that is absent from both ground truth and prediction, and such
-    a class is left out of the means). Computed in float64.
+    Returns ``pixel_acc``, ``mean_acc``, ``mIoU``, ``fwIoU``, ``mDice`` (scalars) and ``IoU``,
+    ``acc``, ``Dice`` (per class; NaN for a class that is absent from both ground truth and
+    prediction, and such a class is left out of the means). Dice (F1), what medical imaging
+    reports, is ``2 TP / (2 TP + FP + FN)`` of the same matrix. Computed in float64.
 
     Example:
         >>> hist = torch.tensor([[3, 1], [0, 4]])
@@ -33,6 +37,7 @@ def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
     # 0/0 -> NaN marks "not present", which nanmean then skips, as in the reference code.
     acc = diag / gt_count
     iou = diag / (gt_count + pred_count - diag)
+    dice = 2 * diag / (gt_count + pred_count)
     freq = gt_count / total
     present = freq > 0
     return {
@@ -40,8 +45,10 @@ def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
         "mean_acc": acc.nanmean(),
         "mIoU": iou.nanmean(),
         "fwIoU": (freq[present] * iou[present]).sum(),
+        "mDice": dice.nanmean(),
         "IoU": iou,
         "acc": acc,
+        "Dice": dice,
     }
 
 
@@ -92,9 +99,10 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         return scores_from_confusion(self.confmat)
 
     def as_log_dict(self, prefix: str) -> dict[str, torch.Tensor]:
-        """Scalars to log: ``{prefix}/mIoU``, ``pixel_acc``, ``mean_acc``, ``fwIoU``, ``IoU/<name>``."""
+        """Scalars to log: ``{prefix}/`` + each of :data:`SCALAR_SCORES`, ``IoU/<name>`` and ``Dice/<name>``."""
         scores = self.compute()
-        logged = {f"{prefix}/{k}": scores[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")}
-        for name, value in zip(self.class_names, scores["IoU"]):
-            logged[f"{prefix}/IoU/{name}"] = value
+        logged = {f"{prefix}/{k}": scores[k] for k in SCALAR_SCORES}
+        for per_class in ("IoU", "Dice"):
+            for name, value in zip(self.class_names, scores[per_class]):
+                logged[f"{prefix}/{per_class}/{name}"] = value
         return logged

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from user_data import SIZES, binary_masks, index_masks, write_masks_folder, write_nuclei_folder
+from user_data import (
+    SIZES,
+    binary_masks,
+    index_masks,
+    write_masks_folder,
+    write_nuclei_folder,
+)
 
 from segkit.cli import data as cli
 from segkit.data import audit
@@ -52,7 +58,7 @@ def test_an_index_data_set_is_counted_measured_and_given_its_settings(
     assert suggestions["data.num_classes"]["value"] == 4  # 255 (ignored) is no class
     assert suggestions["data.crop_size"]["value"] == auto_crop_size(SIZES["train"]) == 32
     assert suggestions["data.mask_type"]["value"] == "index" and suggestions["data.in_channels"]["value"] == 3
-    weights = suggestions["class_weights"]["value"]
+    weights = suggestions["model.loss.class_weights"]["value"]
     fractions = np.array(splits["train"]["class_fraction"])
     assert weights == pytest.approx(np.median(fractions) / fractions, abs=1e-3)  # median frequency balancing
     command = f"segkit-train data=folder data.root={root} data.num_classes=4 data.crop_size=32"

@@ -6,6 +6,7 @@ it is added.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,7 @@ import pytest
 import torch
 from fake_data import make_fake_isbi, make_fake_voc
 from helpers import (
+    CONF_DIR,
     TRAIN_CMD,
     compose_config,
     config_groups,
@@ -20,7 +22,7 @@ from helpers import (
     describe,
     run_cli,
 )
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from test_folder_data import make_fake_folder
@@ -77,6 +79,21 @@ def data_overrides(option: str, tmp_path: Path) -> list[str]:
     if option == "patches":  # the window comes from the model at fit time; set it here
         return ["data.window=15", "data.base.num_workers=0"]
     return []
+
+
+@pytest.mark.parametrize("option", config_options("data"))
+def test_every_data_config_states_its_modules_defaults_unchanged(option: str) -> None:
+    """A data config spells out its module's defaults (the values to edit), so the two must
+    agree: ``ShapesDataModule()`` in Python and ``data=shapes`` on the command line are one data set."""
+    config = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{option}.yaml"), resolve=False)
+    parameters = inspect.signature(get_class(config["_target_"]).__init__).parameters
+    differ = {
+        key: (value, parameters[key].default) for key, value in config.items()
+        if key in parameters and parameters[key].default is not inspect.Parameter.empty
+        and not (isinstance(value, str) and value.startswith("${"))
+        and value != (list(parameters[key].default) if isinstance(parameters[key].default, tuple) else parameters[key].default)
+    }
+    assert not differ, f"conf/data/{option}.yaml (yaml, code): {differ}"
 
 
 @pytest.mark.parametrize("option", config_options("data"))

@@ -10,6 +10,7 @@ import pytest
 
 import segkit
 
+
 def modules_with_examples() -> list[str]:
     """Every segkit module whose source holds a ``>>>`` example (found, not listed by hand)."""
     root = Path(segkit.__file__).parent

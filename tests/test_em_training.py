@@ -13,7 +13,7 @@ from segkit.cli.train import train
 TINY_EM = [
     "data=em", "data.image_size=48", "data.train_size=8", "data.val_size=4", "data.test_size=4",
     "data.batch_size=4", "data.num_workers=0", "model=unet_paper", "model.depth=2", "model.base_width=4",
-    "model.tile=null", "model.weight_map={object_class: 0, w0: 10.0, sigma: 5.0}",
+    "model.tile=null", "model/loss=weight_map",
     "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=1", *QUIET_CALLBACKS,
 ]
 
@@ -32,6 +32,12 @@ def test_shapes_runs_do_not_log_em_scores(tmp_path: Path) -> None:
 
     metrics = train(task_config("train", [*TINY, "test=false"], tmp_path))
     assert "val/mIoU" in metrics and not any("v_rand" in key for key in metrics)
+
+
+def test_the_em_scores_are_a_data_setting_that_can_be_turned_off(tmp_path: Path) -> None:
+    metrics = train(task_config("train", [*TINY_EM, "data.em_scores=false", "test=false"], tmp_path))
+    assert "val/IoU/membrane" in metrics
+    assert not any(name in key for key in metrics for name in ("v_rand", "pixel_error", "rand_error"))
 
 
 @pytest.mark.timeout(300)

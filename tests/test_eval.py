@@ -14,12 +14,14 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segkit.cli.errors import SegkitError
-from segkit.cli.eval import evaluate, load_module
+from segkit.cli.eval import evaluate
 from segkit.cli.train import train
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.losses import WeightMapCrossEntropy
 from segkit.models import UNetModule
+from segkit.models.loading import load_module
 
-SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
 
 
 def last_logged(cli_run: CliRun, tag: str) -> float:
@@ -60,10 +62,11 @@ def test_eval_of_last_ckpt_reproduces_the_last_epochs_validation_scores(
     # The target must single out the last epoch, or loading other weights could pass unnoticed.
     assert len(set(per_epoch)) == len(per_epoch), per_epoch
     assert eval_run["mIoU"] == pytest.approx(per_epoch[-1], abs=1e-6)
-    for key in ("pixel_acc", "mean_acc", "fwIoU"):
+    for key in ("mDice", "pixel_acc", "mean_acc", "fwIoU"):
         assert eval_run[key] == pytest.approx(last_logged(cli_run, f"val/{key}"), abs=1e-6), key
-    for name, value in eval_run["per_class_IoU"].items():
-        assert value == pytest.approx(last_logged(cli_run, f"val/IoU/{name}"), abs=1e-6), name
+    for per_class in ("IoU", "Dice"):
+        for name, value in eval_run[f"per_class_{per_class}"].items():
+            assert value == pytest.approx(last_logged(cli_run, f"val/{per_class}/{name}"), abs=1e-6), name
 
 
 def test_eval_of_the_best_checkpoint_on_test_reproduces_trainings_test_scores(
@@ -141,6 +144,19 @@ def test_load_module_rebuilds_the_checkpoints_class(cli_run: CliRun) -> None:
     module = load_module(str(cli_run.last_ckpt))
     assert isinstance(module, UNetModule)
     assert module.hparams["base_width"] == 8
+
+
+def test_a_checkpoint_from_before_model_loss_loads_with_its_loss(cli_run: CliRun, tmp_path: Path) -> None:
+    # Earlier checkpoints stored loss_reduction and weight_map instead of the model.loss node.
+    checkpoint = torch.load(cli_run.last_ckpt, map_location="cpu", weights_only=True)
+    del checkpoint["hyper_parameters"]["loss"]
+    checkpoint["hyper_parameters"].update(loss_reduction="sum", weight_map={"object_class": 1, "w0": 5.0, "sigma": 3.0})
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    module = load_module(str(tmp_path / "old.ckpt"))
+    assert isinstance(module.criterion, WeightMapCrossEntropy)
+    assert (module.criterion.object_class, module.criterion.w0, module.criterion.sigma, module.criterion.reduction) == (1, 5.0, 3.0, "sum")
+    current = load_module(str(cli_run.last_ckpt))
+    assert all(torch.equal(value, current.state_dict()[key]) for key, value in module.state_dict().items())
 
 
 def test_load_module_refuses_a_torch_file_that_is_not_a_segkit_checkpoint(tmp_path: Path) -> None:

@@ -15,20 +15,20 @@ from helpers import console_command, describe, run_cli, task_config
 import segkit.cli.export
 import segkit.export
 from segkit.cli.errors import SegkitError
-from segkit.cli.eval import load_module
 from segkit.cli.export import export
-from segkit.models import FCNModule, PatchCNNModule, UNetModule, UNetPaperModule
+from segkit.models import FCNModule, UNetModule
 from segkit.models.base import SegmentationModule
+from segkit.models.loading import load_module
 
 EXPORT_CMD = console_command("segkit-export", "segkit.cli.export")
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.15]
 # Sizes no export traces or checks itself (the CLI uses 64x64 and 77x93), not multiples of 4.
 CHECK_SHAPES = [(1, 37, 90), (3, 51, 42)]
+# Two models whose exports differ (padded to a multiple, the net as it is) for the tests of the
+# command itself; every architecture's export is checked by tests/test_architecture_contract.py.
 MODELS = {
     "unet": lambda: UNetModule(num_classes=3, depth=2, base_width=4, class_names=["bg", "disc", "square"]),
     "fcn8s": lambda: FCNModule(num_classes=3, arch="fcn8s", width_mult=0.0625),
-    "unet_paper": lambda: UNetPaperModule(num_classes=2, in_channels=1, depth=2, base_width=4, tile=36),
-    "patch_cnn": lambda: PatchCNNModule(num_classes=2, in_channels=1, preset="n1"),
 }
 
 
@@ -135,14 +135,20 @@ def test_without_onnxruntime_the_check_is_skipped_with_a_warning(
     assert meta["max_abs_diff"] is None and (tmp_path / "model.onnx").is_file()
 
 
-def test_other_models_are_refused_by_name(tmp_path: Path) -> None:
+def test_a_new_module_whose_net_traces_exports_with_no_registration() -> None:
     class Custom(SegmentationModule):
-        def __init__(self) -> None:
-            super().__init__(num_classes=2)
-            self.net = torch.nn.Conv2d(3, 2, 1)
+        def __init__(self, num_classes: int = 2, in_channels: int = 3, **kwargs: object) -> None:
+            super().__init__(num_classes, **kwargs)
+            self.net = torch.nn.Conv2d(in_channels, num_classes, 3, padding=1)
 
-    with pytest.raises(SegkitError, match="cannot export a Custom: exportable models are UNetModule, FCNModule"):
-        segkit.export.exportable(Custom())
+    module = Custom()
+    target = segkit.export.exportable(module)
+    assert target.net is module.net and target.min_side == 1
+
+
+def test_what_is_not_a_segkit_module_is_refused_by_name() -> None:
+    with pytest.raises(SegkitError, match="cannot export a Conv2d: segkit exports SegmentationModule subclasses"):
+        segkit.export.exportable(torch.nn.Conv2d(3, 2, 1))  # type: ignore[arg-type]
 
 
 def test_cli_writes_model_and_description_into_its_run_directory(checkpoints: dict[str, Path], tmp_path: Path) -> None:

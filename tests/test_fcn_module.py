@@ -75,7 +75,7 @@ def test_staged_init_copies_every_matching_layer_and_keeps_new_score_layers_zero
 def test_reference_recipe_biases_at_twice_the_lr_without_weight_decay() -> None:
     module = FCNModule(
         num_classes=3, arch="fcn32s", width_mult=0.0625, bias_lr_mult=2.0, bias_weight_decay=0.0,
-        loss_reduction="sum", optimizer=functools.partial(torch.optim.SGD, lr=1e-10, momentum=0.99, weight_decay=5e-4),
+        loss={"name": "cross_entropy", "reduction": "sum"}, optimizer=functools.partial(torch.optim.SGD, lr=1e-10, momentum=0.99, weight_decay=5e-4),
     )
     weights, biases = module.configure_optimizers().param_groups
     assert (weights["lr"], weights["weight_decay"]) == (1e-10, 5e-4)
@@ -112,7 +112,7 @@ def test_voc_experiments_are_the_reference_recipe(experiment: str, lr: float, tm
     cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     assert cfg.data._target_ == "segkit.data.VOCDataModule" and cfg.data.batch_size == 1
     assert cfg.model.arch == experiment.removesuffix("_voc") and cfg.model.backbone_weights == "imagenet"
-    assert cfg.model.loss_reduction == "sum" and cfg.model.dropout == 0.5
+    assert cfg.model.loss.reduction == "sum" and cfg.model.dropout == 0.5
     optimizer = cfg.model.optimizer
     assert (optimizer._target_, optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (
         "torch.optim.SGD", lr, 0.99, 5e-4

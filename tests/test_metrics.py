@@ -38,6 +38,9 @@ EXPECTED_MEAN_ACC = (3 / 4 + 2 / 3) / 2
 EXPECTED_IOU = [3 / (4 + 3 - 3), 2 / (3 + 3 - 2), 0 / (0 + 1 - 0), math.nan]  # diag / (row + col - diag)
 EXPECTED_MIOU = (3 / 4 + 2 / 4 + 0.0) / 3  # the prediction-only class counts, the absent one not
 EXPECTED_FWIOU = (4 / 7) * (3 / 4) + (3 / 7) * (2 / 4)  # freq = rowsum / sum, over freq > 0
+# Dice = 2 TP / (2 TP + FP + FN): bg 2*3 / (6 + 0 + 1), cat 2*2 / (4 + 1 + 1), dog 0 / (0 + 1 + 0).
+EXPECTED_DICE = [6 / 7, 4 / 6, 0.0, math.nan]
+EXPECTED_MDICE = (6 / 7 + 4 / 6 + 0.0) / 3
 
 
 def metric_after(preds: torch.Tensor, target: torch.Tensor, **kwargs) -> SegmentationMetrics:
@@ -64,6 +67,14 @@ def test_scores_follow_the_fcn_formulas() -> None:
     assert scores["fwIoU"].item() == pytest.approx(EXPECTED_FWIOU, abs=1e-12)
     assert_same_with_nans(scores["acc"], EXPECTED_ACC)
     assert_same_with_nans(scores["IoU"], EXPECTED_IOU)
+    assert_same_with_nans(scores["Dice"], EXPECTED_DICE)
+    assert scores["mDice"].item() == pytest.approx(EXPECTED_MDICE, abs=1e-12)
+
+
+def test_dice_is_f1_of_the_same_matrix_so_two_iou_over_one_plus_iou() -> None:
+    confusion = torch.randint(0, 50, (5, 5))
+    scores = scores_from_confusion(confusion)
+    torch.testing.assert_close(scores["Dice"], 2 * scores["IoU"] / (1 + scores["IoU"]))
 
 
 def test_class_absent_everywhere_is_nan_and_left_out_of_the_means() -> None:
@@ -156,10 +167,12 @@ def test_as_log_dict_has_exactly_the_documented_keys() -> None:
     logged = metric.as_log_dict("val")
     assert set(logged) == {
         "val/mIoU",
+        "val/mDice",
         "val/pixel_acc",
         "val/mean_acc",
         "val/fwIoU",
         *(f"val/IoU/{name}" for name in NAMES),
+        *(f"val/Dice/{name}" for name in NAMES),
     }
     assert logged["val/mIoU"].item() == pytest.approx(EXPECTED_MIOU)
     assert logged["val/IoU/cat"].item() == pytest.approx(0.5)
@@ -169,8 +182,7 @@ def test_as_log_dict_has_exactly_the_documented_keys() -> None:
 def test_default_class_names_are_numbered() -> None:
     metric = SegmentationMetrics(num_classes=3)
     metric.update(torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 1, 2]]]))
-    assert set(metric.as_log_dict("test")) == {
-        "test/mIoU", "test/pixel_acc", "test/mean_acc", "test/fwIoU",
+    assert {key for key in metric.as_log_dict("test") if "/IoU/" in key} == {
         "test/IoU/class_0", "test/IoU/class_1", "test/IoU/class_2",
     }
 

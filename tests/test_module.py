@@ -12,9 +12,10 @@ from helpers import CliRun, InProcessRun
 
 from segkit.data import ShapesDataModule
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.errors import SegkitError
 from segkit.models import SegmentationModule, UNetModule
 
-SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[UNetModule, Path]:
         base_width=4,
         upsampling="bilinear",
         dropout=0.1,
-        loss_reduction="sum",
+        loss={"name": "cross_entropy", "reduction": "sum"},
         optimizer=functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9),
     )
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
@@ -91,7 +92,7 @@ def test_fit_logs_train_loss_and_every_val_score(inprocess_run: InProcessRun) ->
     metrics = inprocess_run.metrics
     expected = {"train/loss", "val/mIoU_best"}
     expected |= {f"val/{score}" for score in SCORES}
-    expected |= {f"val/IoU/{name}" for name in SHAPES_CLASS_NAMES}
+    expected |= {f"val/{per_class}/{name}" for name in SHAPES_CLASS_NAMES for per_class in ("IoU", "Dice")}
     missing = expected - set(metrics)
     assert not missing, f"not logged: {sorted(missing)}"
     assert 0.0 <= metrics["val/mIoU"] <= metrics["val/mIoU_best"] + 1e-6 <= 1.0 + 1e-6
@@ -112,9 +113,11 @@ def test_logged_miou_is_the_nan_mean_of_the_logged_class_ious(inprocess_run: InP
         assert metrics[f"{stage}/mIoU"] == pytest.approx(ious.nanmean().item(), abs=1e-6)
 
 
-def test_invalid_loss_reduction_is_rejected() -> None:
-    with pytest.raises(ValueError, match="loss_reduction"):
-        UNetModule(num_classes=3, loss_reduction="none")
+def test_an_invalid_loss_is_a_one_line_error_naming_the_config_key() -> None:
+    with pytest.raises(SegkitError, match=r"model.loss \(name=cross_entropy\): reduction must be 'mean' or 'sum'"):
+        UNetModule(num_classes=3, loss={"name": "cross_entropy", "reduction": "none"})
+    with pytest.raises(SegkitError, match="model.loss.name=dyce: choose one of cross_entropy, weight_map, dice, focal, sum"):
+        UNetModule(num_classes=3, loss={"name": "dyce"})
 
 
 def test_loss_ignores_the_ignore_index() -> None:

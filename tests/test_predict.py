@@ -119,8 +119,8 @@ def test_a_checkpoint_moved_away_from_its_run_still_knows_its_normalisation(cli_
 
 def test_tile_mode_from_a_paper_unet_checkpoint_is_the_whole_images_overlap_tile(tmp_path: Path) -> None:
     import lightning as L
-
     from helpers import task_config
+
     from segkit.cli.predict import predict
     from segkit.models import UNetPaperModule
 

@@ -16,8 +16,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from user_data import SIZES, write_nuclei_folder
 
-from segkit.cli.eval import load_module
 from segkit.data import FolderDataModule
+from segkit.models.loading import load_module
 
 PREDICT_CMD = console_command("segkit-predict", "segkit.cli.predict")
 EXPORT_CMD = console_command("segkit-export", "segkit.cli.export")
@@ -34,7 +34,7 @@ def nuclei_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = write_nuclei_folder(tmp_path_factory.mktemp("nuclei"))
     work = tmp_path_factory.mktemp("nuclei_run")
     overrides = [*DATA, f"data.root={root}", "model.base_width=4", "model.depth=2",
-                 "+model.weight_map={object_class:1,w0:10,sigma:3}", "trainer.max_steps=6",
+                 "model/loss=weight_map", "model.loss.object_class=1", "model.loss.sigma=3", "trainer.max_steps=6",
                  "trainer.accelerator=cpu", "trainer.devices=1", *QUIET_CALLBACKS]
     proc = run_cli(TRAIN_CMD, overrides, work)
     assert proc.returncode == 0, describe(proc)

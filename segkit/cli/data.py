@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from segkit.atomic import atomic_path
 from segkit.errors import SegkitError
 
 PROGRAM = "segkit-data"
@@ -80,9 +80,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` next to ``path``, then rename: no half-written report."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def read_class_file(root: Path) -> tuple[list[str] | None, list[tuple[int, int, int]] | None]:
@@ -133,7 +132,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print("objects per image (min / median / max, total): " + "; ".join(
             f"{name} {_spread(split['objects_per_image'])} ({split['objects_per_image']['total']})"
             for name, split in splits.items() if split.get("objects_per_image")))
-    weights = report["suggestions"]["class_weights"]["value"]
+    weights = report["suggestions"]["model.loss.class_weights"]["value"]
     console.print(Text("class pixels: fraction of the valid (not ignored) pixels of each split"))
     table = Table("class", *splits, *(["weight"] if weights else []), box=box.SIMPLE_HEAD, pad_edge=False)
     for c, name in enumerate(report["class_names"][:SHOWN_CLASSES]):
@@ -155,7 +154,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for key, suggestion in report["suggestions"].items():
         if key != "command":
             value = suggestion["value"]
-            shown = ", ".join("-" if v is None else f"{v:.3g}" for v in value) if isinstance(value, list) else value
+            # A list as an override takes it, e.g. model.loss.class_weights=[0.68,1.9].
+            shown = "[" + ",".join("-" if v is None else f"{v:.3g}" for v in value) + "]" if isinstance(value, list) else value
             shown = "unknown" if value is None else shown
             console.print(Text(f"  {key}={shown}", style="cyan") + Text(f"  # {suggestion['why']}", style="dim"))
     console.print(Text("train with:", style="bold"))

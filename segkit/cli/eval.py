@@ -1,7 +1,8 @@
 """``segkit-eval``: evaluate a checkpoint on the val or test split.
 
-Prints a per-class IoU table and writes ``metrics.json`` (``mIoU``, ``pixel_acc``,
-``mean_acc``, ``fwIoU``, ``per_class_IoU``) into its own run directory. Examples::
+Prints a per-class IoU and Dice table and writes ``metrics.json`` (``mIoU``, ``mDice``,
+``pixel_acc``, ``mean_acc``, ``fwIoU``, ``per_class_IoU``, ``per_class_Dice``) into its own run
+directory. Examples::
 
     segkit-eval ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
     segkit-eval ckpt_path=... split=test data.batch_size=32
@@ -9,7 +10,6 @@ Prints a per-class IoU table and writes ``metrics.json`` (``mIoU``, ``pixel_acc`
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
@@ -17,7 +17,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -26,34 +25,10 @@ from rich.table import Table
 
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
-from segkit.models.base import SegmentationModule
+from segkit.metrics import SCALAR_SCORES
+from segkit.models.loading import load_module
 
 SPLITS = ("val", "test")
-
-
-def load_module(ckpt_path: str) -> SegmentationModule:
-    """Rebuild the LightningModule that wrote ``ckpt_path`` (a segkit checkpoint) on the CPU."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise SegkitError(f"ckpt_path={ckpt_path}: no such file; pass a .ckpt written by segkit-train")
-    try:
-        # weights_only: plain tensors and containers only, so no code from the file runs.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt/foreign files
-        raise SegkitError(
-            f"ckpt_path={ckpt_path}: not a loadable checkpoint ({type(error).__name__}); "
-            "pass a .ckpt written by segkit-train"
-        ) from None
-    target = checkpoint.get("segkit_module") if isinstance(checkpoint, dict) else None
-    module_name, _, class_name = (target or "").partition(":")
-    if not module_name.startswith("segkit.models"):
-        raise SegkitError(f"ckpt_path={ckpt_path}: not a segkit model checkpoint (no 'segkit_module' entry); use one from <run dir>/checkpoints/")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-        module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (AttributeError, ImportError, RuntimeError, TypeError, KeyError) as error:
-        raise SegkitError(f"ckpt_path={ckpt_path}: incompatible with this segkit version ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    return module
 
 
 def _data_overrides() -> list[str]:
@@ -75,12 +50,13 @@ def data_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(cfg, {"data": trained.data}, dotted).data
 
 
-def per_class_table(names: list[str], ious: list[float], title: str) -> Table:
+def per_class_table(names: list[str], ious: list[float], dice: list[float], title: str) -> Table:
     table = Table(title=title)
     table.add_column("class")
     table.add_column("IoU", justify="right")
-    for name, iou in zip(names, ious):
-        table.add_row(name, "absent" if math.isnan(iou) else f"{iou:.4f}")
+    table.add_column("Dice", justify="right")
+    for name, iou, d in zip(names, ious, dice):
+        table.add_row(name, *("absent" if math.isnan(v) else f"{v:.4f}" for v in (iou, d)))
     return table
 
 
@@ -103,8 +79,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # The module resets its metric after logging; the logged values are in callback_metrics.
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     prefix = cfg.split
-    result: dict[str, Any] = {key: logged[f"{prefix}/{key}"] for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")}
-    result["per_class_IoU"] = {name: logged[f"{prefix}/IoU/{name}"] for name in metric.class_names}
+    result: dict[str, Any] = {key: logged[f"{prefix}/{key}"] for key in SCALAR_SCORES}
+    for per_class in ("IoU", "Dice"):
+        result[f"per_class_{per_class}"] = {name: logged[f"{prefix}/{per_class}/{name}"] for name in metric.class_names}
     result.update(split=cfg.split, ckpt_path=str(Path(cfg.ckpt_path).resolve()))
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:  # under DDP every rank holds the same synced scores
@@ -112,8 +89,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # allow_nan: an absent class has IoU NaN, written as NaN (Python's json reads it back).
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         console = Console()
-        console.print(per_class_table(metric.class_names, list(result["per_class_IoU"].values()), f"{prefix} IoU per class"))
-        console.print(f"mIoU {result['mIoU']:.4f}  pixel acc {result['pixel_acc']:.4f}  mean acc {result['mean_acc']:.4f}  f.w. IoU {result['fwIoU']:.4f}")
+        console.print(per_class_table(metric.class_names, list(result["per_class_IoU"].values()),
+                                      list(result["per_class_Dice"].values()), f"{prefix} scores per class"))
+        console.print(f"mIoU {result['mIoU']:.4f}  mDice {result['mDice']:.4f}  pixel acc {result['pixel_acc']:.4f}  mean acc {result['mean_acc']:.4f}  f.w. IoU {result['fwIoU']:.4f}")
         console.print(f"wrote {output_dir / 'metrics.json'}")
     return result
 

@@ -13,7 +13,6 @@ installed). Beside it goes a JSON description (``export.json`` in the run direct
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,11 +24,12 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 
 from segkit import export as ex
+from segkit.atomic import atomic_path
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
-from segkit.cli.eval import load_module
+from segkit.models.loading import load_module
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 DEFAULT_SIDE = 64
@@ -95,9 +95,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(int(cfg.seed))
     inputs = [torch.randn(batch, in_channels, *hw, generator=generator) for batch, hw in zip((1, 2), sizes)]
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_name(f".{model_path.name}.{os.getpid()}.tmp")
     console = Console(soft_wrap=True)
-    try:
+    # Written beside model_path and renamed onto it only once the check passed.
+    with atomic_path(model_path) as tmp:
         runner = _write(target.net, inputs[0], cfg, tmp)
         diffs: dict[str, float] | None = None
         if runner is not None:
@@ -115,9 +115,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
                     )
         if model_path.exists() and not cfg.overwrite:  # created while we were exporting
             raise SegkitError(f"{model_path} exists; pass overwrite=true to replace it, or another output=")
-        os.replace(tmp, model_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     meta: dict[str, Any] = {
         "format": cfg.format,
         "file": model_path.name,
@@ -138,9 +135,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "max_abs_diff": diffs,
         "tolerance": {"atol": cfg.atol, "rtol": cfg.rtol},
     }
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_meta, meta_path)
+    with atomic_path(meta_path) as partial:
+        partial.write_text(json.dumps(meta, indent=2) + "\n")
     console.print(f"wrote {model_path}\nwrote {meta_path}")
     return meta
 

@@ -32,14 +32,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from segkit.atomic import atomic_path
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_intensity_config, training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
-from segkit.cli.eval import load_module
 from segkit.data.intensity import IntensityScaling
 from segkit.data.readers import match_channels, read_array
 from segkit.inference.predict import InferenceConfig, predict_image
+from segkit.models.loading import load_module
 from segkit.palette import colorize, voc_palette
 
 log = logging.getLogger("segkit.predict")
@@ -130,15 +131,14 @@ def overlay_image(pixels: np.ndarray, mask: np.ndarray, intensity: IntensityScal
 
 def save_png(array: np.ndarray, path: Path, palette: bool) -> None:
     """Write next to ``path`` then rename, so an interrupted run leaves no partial file."""
-    partial = path.with_name(f".{path.name}.partial")
     if palette:  # share the mask's memory instead of copying it (large images)
         height, width = array.shape
         image = Image.frombuffer("P", (width, height), np.ascontiguousarray(array), "raw", "P", 0, 1)
         image.putpalette(voc_palette().flatten().tolist())
     else:
         image = Image.fromarray(array)
-    image.save(partial, format="PNG")
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        image.save(partial, format="PNG")
 
 
 def predict(cfg: DictConfig) -> list[Path]:

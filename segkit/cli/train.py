@@ -19,9 +19,9 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.trainer import setup as lightning_setup
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.trainer import setup as lightning_setup
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segkit.cli.argv import hoist_multirun_flag

@@ -285,7 +285,7 @@ def build_report(
         "data.mask_type": {"value": mask_type, "why": "as read" if mask_type == decoder.mask_type else "warnings"},
         "data.crop_size": {"value": crop, "why": "auto_crop_size of the train sizes: 25th percentile of short sides"},
         "data.in_channels": {"value": channels, "why": "as given" if in_channels else "the train images' channels"},
-        "class_weights": {"value": weights, "why": "median frequency balancing on train: median(freq) / freq"
+        "model.loss.class_weights": {"value": weights, "why": "median frequency balancing on train: median(freq) / freq"
                           if weights is not None else f"re-run with --mask-type {mask_type} for class statistics"},
     }
     command = ["segkit-train", "data=folder", _quoted_override("data.root", root)]

@@ -45,6 +45,8 @@ class SegmentationDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     in_channels: int
     ignore_index: int = 255
+    # The class whose ISBI 2012 scores (pixel error, V_rand) the model logs; None: none logged.
+    membrane_class: int | None = None
     train_set: Dataset
     val_set: Dataset
     test_set: Dataset

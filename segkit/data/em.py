@@ -93,6 +93,7 @@ class EMDataModule(SegmentationDataModule):
     that needs no download: dark organelles inside the cells look like membrane but are
     labelled cell, so intensity alone does not separate the classes. With
     ``resample_train`` every epoch trains on new slices (val and test never change).
+    ``em_scores`` has models log the ISBI scores (pixel error, V_rand) of the membrane class.
 
     Example:
         >>> dm = EMDataModule(image_size=64, train_size=8, val_size=4, test_size=4, num_workers=0)
@@ -106,11 +107,10 @@ class EMDataModule(SegmentationDataModule):
     num_classes = len(EM_CLASS_NAMES)
     in_channels = 1
     ignore_index = 255
-    membrane_class = MEMBRANE
 
     def __init__(
         self,
-        image_size: int | tuple[int, int] = 512,
+        image_size: int | tuple[int, int] = 128,
         train_size: int = 400,
         val_size: int = 16,
         test_size: int = 16,
@@ -124,8 +124,10 @@ class EMDataModule(SegmentationDataModule):
         cell_size: float = 56.0,
         mean: Sequence[float] = EM_MEAN,
         std: Sequence[float] = EM_STD,
+        em_scores: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.membrane_class = MEMBRANE if em_scores else None
         self.mean, self.std = list(mean), list(std)
         self.image_size = image_size if isinstance(image_size, int) else tuple(image_size)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}

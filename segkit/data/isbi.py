@@ -102,6 +102,7 @@ class ISBI2012DataModule(SegmentationDataModule):
     Reads ``<root>/train-volume.tif`` and ``<root>/train-labels.tif`` in ``setup`` (about 8 MB,
     kept in memory). Labels become 1 = membrane, 0 = cell, as in
     :class:`segkit.data.em.EMDataModule`, so models move between the two without changes.
+    ``em_scores`` has models log the ISBI scores (pixel error, V_rand) of the membrane class.
 
     Example:
         >>> dm = ISBI2012DataModule(root="data/isbi2012", val_slices=[27, 28, 29])
@@ -113,7 +114,6 @@ class ISBI2012DataModule(SegmentationDataModule):
     num_classes = len(EM_CLASS_NAMES)
     in_channels = 1
     ignore_index = 255
-    membrane_class = MEMBRANE
 
     def __init__(
         self,
@@ -126,8 +126,10 @@ class ISBI2012DataModule(SegmentationDataModule):
         elastic: bool = True,
         mean: Sequence[float] = EM_MEAN,
         std: Sequence[float] = EM_STD,
+        em_scores: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.membrane_class = MEMBRANE if em_scores else None
         self.root = root
         self.val_slices = None if val_slices is None else [int(i) for i in val_slices]
         self.augment = augment

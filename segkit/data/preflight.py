@@ -28,6 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from segkit.atomic import atomic_path
 from segkit.data.masks import MaskDecoder, raw_values
 from segkit.data.readers import match_channels, read_array
 from segkit.errors import SegkitError
@@ -128,9 +129,8 @@ class PreflightCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps(self.entries))
-            partial.replace(self.path)
+            with atomic_path(self.path) as partial:
+                partial.write_text(json.dumps(self.entries))
         except OSError:
             pass
 

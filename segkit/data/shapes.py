@@ -113,7 +113,7 @@ class ShapesDataModule(SegmentationDataModule):
     def __init__(
         self,
         image_size: int | tuple[int, int] = 64,
-        train_size: int = 2000,
+        train_size: int = 1600,
         val_size: int = 200,
         test_size: int = 200,
         seed: int = 0,

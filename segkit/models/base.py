@@ -1,30 +1,37 @@
 """The LightningModule every segkit architecture inherits: loss, metrics, optimiser, logging.
 
-A subclass only builds ``self.net`` (a plain ``torch.nn.Module`` from :mod:`segkit.nets` that
-maps ``(N, C_in, H, W)`` images to ``(N, num_classes, H, W)`` logits) and calls
-``self.save_hyperparameters(ignore=NOT_HPARAMS, logger=False)`` in its ``__init__`` (segkit-train
-logs the whole run config instead), so that
-``load_from_checkpoint(path)`` rebuilds it with no extra arguments.
+An architecture is a subclass whose ``__init__`` takes its own arguments, passes the rest on
+(``super().__init__(num_classes, **kwargs)``) and builds ``self.net``: a plain
+``torch.nn.Module`` from :mod:`segkit.nets` mapping ``(N, C_in, H, W)`` images to
+``(N, num_classes, H, W)`` logits. The base records every constructor argument of the subclass
+as a hyperparameter, so ``load_from_checkpoint(path)`` rebuilds it with no extra arguments.
+
+Example:
+    >>> from segkit.nets import UNet
+    >>> class TinyUNet(SegmentationModule):
+    ...     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 4, **kwargs):
+    ...         super().__init__(num_classes, **kwargs)
+    ...         self.net = UNet(num_classes, in_channels, depth=2, base_width=width)
+    >>> module = TinyUNet(num_classes=2, width=8, ignore_index=0)
+    >>> dict(module.hparams)
+    {'num_classes': 2, 'class_names': None, 'ignore_index': 0, 'loss': None, 'scheduler_interval': 'epoch', 'in_channels': 3, 'width': 8}
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Timer
 from torch import nn
 from torchmetrics import MaxMetric
 
 from segkit.em_metrics import EMMetrics
-from segkit.errors import SegkitError
-from segkit.losses import WeightMapCrossEntropy
+from segkit.losses import build_loss
 from segkit.metrics import SegmentationMetrics
+from segkit.models.run_length import check_resumed_schedulers, run_length_kwargs
+from segkit.nets.traceable import Exportable
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -36,51 +43,52 @@ NOT_HPARAMS = ("optimizer", "scheduler")
 
 
 class SegmentationModule(L.LightningModule):
-    """Cross-entropy training and confusion-matrix metrics for any per-pixel classifier.
+    """Training with a configured loss, and confusion-matrix metrics, for any per-pixel classifier.
 
     Args:
         num_classes: number of classes (logit channels).
         class_names: one name per class, used in the logged keys ``val/IoU/<name>``.
         ignore_index: target value excluded from loss and metrics (PASCAL VOC uses 255).
-        loss_reduction: ``"mean"`` over valid pixels, or ``"sum"`` as in the FCN reference.
+        loss: the ``model.loss`` node, e.g. ``{"name": "dice"}`` (:func:`segkit.losses.build_loss`);
+            ``None``: cross-entropy averaged over valid pixels.
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); default AdamW(lr=1e-3).
         scheduler: ``optimizer -> LRScheduler`` (a Hydra ``_partial_``) or ``None``.
         scheduler_interval: step the scheduler every ``"epoch"`` or every ``"step"``.
-        weight_map: ``{"object_class": ..., "w0": 10, "sigma": 5}`` weighs each pixel's loss
-            with the U-Net paper's weight map (:class:`segkit.losses.WeightMapCrossEntropy`),
-            computed from each training mask; ``None``: plain cross-entropy.
 
-    With a data module that has a ``membrane_class`` (EM data, two classes), validation and
-    test also log ``pixel_error``, ``v_rand`` and ``rand_error`` (:class:`segkit.em_metrics.EMMetrics`).
+    With data that asks for the ISBI scores (``data.em_scores: true``: the data module's
+    ``membrane_class`` is set), validation and test also log ``pixel_error``, ``v_rand`` and
+    ``rand_error`` (:class:`segkit.em_metrics.EMMetrics`).
     """
 
     net: nn.Module
+    # Constructor arguments not stored as hyperparameters (e.g. where initial weights come from:
+    # a reloaded module gets its weights from its own checkpoint).
+    not_hparams: ClassVar[tuple[str, ...]] = ()
+    # The smallest arguments that keep the architecture's topology: what the per-architecture
+    # test contract (tests/test_architecture_contract.py) builds, to run fast.
+    contract_size: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         num_classes: int,
         class_names: Sequence[str] | None = None,
         ignore_index: int = 255,
-        loss_reduction: str = "mean",
+        loss: Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
-        weight_map: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        # Lightning collects the arguments of every __init__ up the subclass chain (a
+        # subclass's **kwargs included); segkit-train logs the whole run config instead.
+        self.save_hyperparameters(ignore=[*NOT_HPARAMS, *self.not_hparams], logger=False)
         self.num_classes = num_classes
         self.class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
         self.ignore_index = ignore_index
-        self.loss_reduction = loss_reduction
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.weighted_loss = (
-            WeightMapCrossEntropy(**dict(weight_map), ignore_index=ignore_index, reduction=loss_reduction)
-            if weight_map else None
-        )
+        self.criterion = build_loss(loss, num_classes, ignore_index)
         self.val_em_metrics: EMMetrics | None = None
         self.test_em_metrics: EMMetrics | None = None
         # One confusion-matrix metric per stage, each accumulated over its whole split.
@@ -96,6 +104,11 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def exportable(self) -> Exportable:
+        """A plain module that computes ``self(images)`` and traces (for ONNX / TorchScript) at
+        any size: the net itself unless a subclass says otherwise (:mod:`segkit.nets.traceable`)."""
+        return Exportable(self.net, 1, f"{type(self.net).__name__} as trained")
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         membrane_class = getattr(datamodule, "membrane_class", None)
@@ -104,13 +117,9 @@ class SegmentationModule(L.LightningModule):
             self.test_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
-        """Cross-entropy, weighted by the U-Net weight map if configured (objects from
-        ``instances`` when the data gives them: ``data.mask_type=instances``)."""
-        if self.weighted_loss is not None and masks.dim() == 3:
-            return self.weighted_loss(logits, masks, instances=instances)
-        return F.cross_entropy(
-            logits, masks, ignore_index=self.ignore_index, reduction=self.loss_reduction
-        )
+        """The configured loss (``model.loss``); ``instances`` are the objects' ids when the data
+        gives them (``data.mask_type=instances``), for the U-Net weight map."""
+        return self.criterion(logits, masks, instances=instances)
 
     def training_logits(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (N, C, H, W), targets (N, H, W))`` of a training batch; a hook for nets
@@ -175,19 +184,22 @@ class SegmentationModule(L.LightningModule):
             self.val_miou_best.update(logged["val/mIoU"])
             logged["val/mIoU_best"] = self.val_miou_best.compute()
         self.log("val/mIoU", logged.pop("val/mIoU"), prog_bar=True)
-        self.log_dict(logged)
-        self._log_em_metrics(self.val_em_metrics, "val")
+        self.log_dict(self._with_em_scores(logged, self.val_em_metrics, "val"))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.as_log_dict("test"))
+        logged = self.test_metrics.as_log_dict("test")
         self.test_metrics.reset()
-        self._log_em_metrics(self.test_em_metrics, "test")
+        self.log_dict(self._with_em_scores(logged, self.test_em_metrics, "test"))
 
-    def _log_em_metrics(self, metrics: EMMetrics | None, stage: str) -> None:
+    @staticmethod
+    def _with_em_scores(logged: dict[str, Any], metrics: EMMetrics | None, stage: str) -> dict[str, Any]:
+        """``logged`` plus the ISBI scores when the data asks for them: the pixel error from the
+        confusion matrix (``1 - pixel_acc``), V_rand and the Rand error from ``metrics``."""
         if metrics is None:
-            return
-        self.log_dict({f"{stage}/{name}": value.float() for name, value in metrics.compute().items()})
+            return logged
+        scores = {f"{stage}/{name}": value.float() for name, value in metrics.compute().items()}
         metrics.reset()
+        return {**logged, f"{stage}/pixel_error": 1.0 - logged[f"{stage}/pixel_acc"], **scores}
 
     def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
         """What the optimiser gets: every trainable parameter; subclasses may split groups."""
@@ -201,71 +213,15 @@ class SegmentationModule(L.LightningModule):
             optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, **self._run_length_kwargs())
+        scheduler = self.scheduler_factory(optimizer, **run_length_kwargs(
+            self.trainer, self.scheduler_factory, self.scheduler_interval, type(self).__name__))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
 
     def on_train_start(self) -> None:
-        # A resumed run restores its scheduler, fixed length included: a one-cycle or cosine
-        # schedule cannot stretch to a longer run, so say so instead of failing mid-epoch.
-        for config in self.trainer.lr_scheduler_configs:
-            if getattr(config.scheduler, "time_budget_s", None) is not None:
-                continue  # spans trainer.max_time, whatever the number of steps
-            run_length = self._run_length(config.interval)
-            for name in ("total_steps", "T_max"):
-                planned = getattr(config.scheduler, name, None)
-                if planned is not None and planned < run_length:
-                    raise SegkitError(
-                        f"{type(config.scheduler).__name__} was built for {name}={planned} "
-                        f"{config.interval}s but this run has {run_length}; resume with the "
-                        "original trainer.max_steps, or start a new run (ckpt_path=null) to train longer"
-                    )
-
-    def _time_budget(self) -> float | None:
-        """Seconds of ``trainer.max_time`` (Lightning's Timer), if the run has one."""
-        timers = [callback for callback in self.trainer.callbacks if isinstance(callback, Timer)]
-        if not timers or timers[0].time_remaining() is None:
-            return None
-        return timers[0].time_elapsed() + timers[0].time_remaining()  # type: ignore[operator]
-
-    def _run_length(self, interval: str) -> int:
-        """The run's number of optimiser steps (``interval="step"``) or of epochs."""
-        steps = self.trainer.estimated_stepping_batches
-        epochs = self.trainer.max_epochs
-        if interval == "epoch" and epochs is not None and epochs >= 0:
-            return int(epochs)
-        if math.isinf(steps):
-            raise SegkitError(
-                f"{type(self).__name__}: the LR schedule needs the run's length, but it has none (no "
-                "trainer.max_steps or max_epochs); set trainer.max_steps, or with trainer.max_time use "
-                "model.scheduler._target_=segkit.models.schedules.OneCycleBudgetLR"
-            )
-        if interval == "step":
-            return int(steps)
-        return math.ceil(steps / max(1, int(self.trainer.num_training_batches)))
-
-    def _run_length_kwargs(self) -> dict[str, float]:
-        """The run's length for a scheduler whose config leaves it out.
-
-        OneCycleLR's ``total_steps`` and CosineAnnealingLR's ``T_max`` are filled with the
-        number of optimiser steps (``scheduler_interval: step``) or epochs (``epoch``), so a
-        config need not repeat what the trainer and data already say. A scheduler that takes
-        ``time_budget_s`` (:class:`segkit.models.schedules.OneCycleBudgetLR`) spans
-        ``trainer.max_time`` when the run has no step limit.
-        """
-        factory = self.scheduler_factory
-        given = getattr(factory, "keywords", {})
-        params = inspect.signature(getattr(factory, "func", factory)).parameters
-        if "time_budget_s" in params and given.get("time_budget_s") is None and given.get("total_steps") is None:
-            budget = self._time_budget()
-            if budget is not None and math.isinf(self.trainer.estimated_stepping_batches):
-                return {"time_budget_s": budget}
-        for name in ("total_steps", "T_max"):
-            if name in params and given.get(name) is None:
-                return {name: self._run_length(self.scheduler_interval)}
-        return {}
+        check_resumed_schedulers(self.trainer, type(self).__name__)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.errors import SegkitError
-from segkit.models.base import (
-    NOT_HPARAMS,
-    OptimizerFactory,
-    SchedulerFactory,
-    SegmentationModule,
-)
+from segkit.models.base import SegmentationModule
 from segkit.nets.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
 from segkit.nets.fcn_init import init_from_fcn, load_vgg16_backbone
 
@@ -44,6 +39,11 @@ class FCNModule(SegmentationModule):
         torch.Size([1, 3, 45, 37])
     """
 
+    # Weights come from this module's own checkpoint when it is reloaded, so the
+    # initialisation sources are not needed (nor downloaded) again.
+    not_hparams: ClassVar[tuple[str, ...]] = ("backbone_weights", "init_from")
+    contract_size: ClassVar[dict[str, Any]] = {"width_mult": 0.0625}
+
     def __init__(
         self,
         num_classes: int,
@@ -56,23 +56,11 @@ class FCNModule(SegmentationModule):
         init_from: str | None = None,
         bias_lr_mult: float = 1.0,
         bias_weight_decay: float | None = None,
-        class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
-        loss_reduction: str = "mean",
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        weight_map: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval,
-            weight_map,
-        )
+        super().__init__(num_classes, **kwargs)
         if arch not in ARCHITECTURES:
             raise SegkitError(f"model.arch={arch}: choose one of {', '.join(ARCHITECTURES)}")
-        # Weights come from this module's own checkpoint when it is reloaded, so the
-        # initialisation sources are not needed (nor downloaded) again.
-        self.save_hyperparameters(ignore=[*NOT_HPARAMS, "backbone_weights", "init_from"], logger=False)
         self.net = ARCHITECTURES[arch](num_classes, in_channels, width_mult, learn_upsampling, dropout)
         if backbone_weights not in (None, "none"):
             load_vgg16_backbone(self.net, backbone_weights)

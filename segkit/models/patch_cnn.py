@@ -6,20 +6,15 @@ the exact dense form on whole images, so ``val/mIoU`` means what it means for FC
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from segkit.data.windows import Balance, WindowSampler
-from segkit.models.base import (
-    NOT_HPARAMS,
-    OptimizerFactory,
-    SchedulerFactory,
-    SegmentationModule,
-)
+from segkit.models.base import SegmentationModule
 from segkit.nets.densify import Strategy, densify
 from segkit.nets.patch_cnn import PatchCNN
+from segkit.nets.traceable import DenseWindows, Exportable
 
 
 class PatchCNNModule(SegmentationModule):
@@ -36,6 +31,8 @@ class PatchCNNModule(SegmentationModule):
         (65, torch.Size([2, 3, 40, 30]))
     """
 
+    contract_size: ClassVar[dict[str, Any]] = {"preset": "n1", "maps": 4, "hidden": 8}
+
     def __init__(
         self,
         num_classes: int,
@@ -48,26 +45,21 @@ class PatchCNNModule(SegmentationModule):
         windows_per_image: int = 32,
         balance: Balance = "classes",
         dihedral: bool = True,
-        class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
-        loss_reduction: str = "mean",
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        weight_map: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler, scheduler_interval,
-                         weight_map)
-        self.save_hyperparameters(ignore=list(NOT_HPARAMS), logger=False)
+        super().__init__(num_classes, **kwargs)
         self.net = PatchCNN(num_classes, in_channels, preset, maps, hidden, activation)
         self.window = self.net.window
         # Reads self.net's parameters (registers none of its own).
         self.dense = densify(self.net, strategy=dense_strategy)
-        self.sampler = WindowSampler(windows_per_image, balance, dihedral, ignore_index)
+        self.sampler = WindowSampler(windows_per_image, balance, dihedral, self.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel scores of whole images, by the dense form."""
         return self.dense(images)
+
+    def exportable(self) -> Exportable:
+        return Exportable(DenseWindows(self.net).eval(), self.window // 2 + 1, "dense (dilated) window classifier")
 
     def training_logits(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from segkit.models.base import (
-    NOT_HPARAMS,
-    OptimizerFactory,
-    SchedulerFactory,
-    SegmentationModule,
-)
+from segkit.models.base import SegmentationModule
+from segkit.nets.traceable import Exportable, PadToMultiple
 from segkit.nets.unet import UNet, Upsampling
 
 
@@ -26,6 +21,8 @@ class UNetModule(SegmentationModule):
         torch.Size([1, 3, 97, 131])
     """
 
+    contract_size: ClassVar[dict[str, Any]] = {"base_width": 4, "depth": 2}
+
     def __init__(
         self,
         num_classes: int,
@@ -35,17 +32,12 @@ class UNetModule(SegmentationModule):
         batch_norm: bool = True,
         upsampling: Upsampling = "transpose",
         dropout: float = 0.0,
-        class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
-        loss_reduction: str = "mean",
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        weight_map: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler,
-            scheduler_interval, weight_map,
-        )
-        self.save_hyperparameters(ignore=list(NOT_HPARAMS), logger=False)
+        super().__init__(num_classes, **kwargs)
         self.net = UNet(num_classes, in_channels, depth, base_width, batch_norm, upsampling, dropout)
+
+    def exportable(self) -> Exportable:
+        multiple = 2**self.net.depth
+        # Reflection needs a pad smaller than the side; the module falls back to zeros below it.
+        return Exportable(PadToMultiple(self.net, multiple).eval(), multiple, "U-Net padded to a multiple of 2**depth")

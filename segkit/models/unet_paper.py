@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from segkit.errors import SegkitError
 from segkit.inference.tiling import overlap_tile, smallest_valid_output
-from segkit.models.base import (
-    NOT_HPARAMS,
-    OptimizerFactory,
-    SchedulerFactory,
-    SegmentationModule,
-)
+from segkit.models.base import SegmentationModule
+from segkit.nets.traceable import Exportable, WholeImageValidUNet
 from segkit.nets.unet_paper import PaperUNet, valid_output_size
 
 
@@ -33,6 +28,8 @@ class UNetPaperModule(SegmentationModule):
         torch.Size([1, 2, 50, 77])
     """
 
+    contract_size: ClassVar[dict[str, Any]] = {"base_width": 4, "depth": 2, "tile": None}
+
     def __init__(
         self,
         num_classes: int,
@@ -41,19 +38,9 @@ class UNetPaperModule(SegmentationModule):
         base_width: int = 64,
         dropout: float = 0.5,
         tile: int | None = 388,
-        class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
-        loss_reduction: str = "mean",
-        weight_map: Mapping[str, Any] | None = None,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, class_names, ignore_index, loss_reduction, optimizer, scheduler,
-            scheduler_interval, weight_map,
-        )
-        self.save_hyperparameters(ignore=list(NOT_HPARAMS), logger=False)
+        super().__init__(num_classes, **kwargs)
         self.net = PaperUNet(num_classes, in_channels, depth, base_width, dropout)
         self.tile = tile
         if tile is not None:
@@ -68,3 +55,9 @@ class UNetPaperModule(SegmentationModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return overlap_tile(self.net, images, tile=None if self.training else self.tile)
+
+    def exportable(self) -> Exportable:
+        return Exportable(
+            WholeImageValidUNet(self.net).eval(), self.net.context + self.net.size_multiple,
+            "valid-convolution U-Net in one pass over the mirror-padded image (overlap-tile with one tile)",
+        )
