@@ -29,7 +29,7 @@ from helpers import (
 from hydra.utils import get_class, instantiate
 
 from segkit.cli.train import train
-from segkit.export import export_onnx, exportable, onnx_runner
+from segkit.inference.export import export_onnx, exportable, onnx_runner
 from segkit.models.base import SegmentationModule
 from segkit.models.loading import load_module
 

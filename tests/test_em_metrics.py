@@ -1,4 +1,4 @@
-"""segkit.em_metrics: foreground-restricted Rand scores and EM pixel error against hand values.
+"""segkit.scoring.em_metrics: foreground-restricted Rand scores and EM pixel error against hand values.
 
 The pixel error is what the module logs: ``1 - pixel_acc`` of the split's confusion matrix.
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkit.em_metrics import EMMetrics, rand_scores
-from segkit.metrics import SegmentationMetrics
+from segkit.scoring.em_metrics import EMMetrics, rand_scores
+from segkit.scoring.metrics import SegmentationMetrics
 
 MEMBRANE, CELL, IGNORE = 1, 0, 255
 

@@ -17,9 +17,9 @@ from segkit.cli.errors import SegkitError
 from segkit.cli.eval import evaluate
 from segkit.cli.train import train
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
-from segkit.losses import WeightMapCrossEntropy
 from segkit.models import UNetModule
 from segkit.models.loading import load_module
+from segkit.scoring.losses import WeightMapCrossEntropy
 
 SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
 

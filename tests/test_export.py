@@ -13,7 +13,7 @@ import torch
 from helpers import console_command, describe, run_cli, task_config
 
 import segkit.cli.export
-import segkit.export
+import segkit.inference.export
 from segkit.cli.errors import SegkitError
 from segkit.cli.export import export
 from segkit.models import FCNModule, UNetModule
@@ -120,7 +120,7 @@ def test_refuses_to_overwrite_unless_asked(checkpoints: dict[str, Path], tmp_pat
 def test_a_failed_check_writes_nothing(
     checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(segkit.export, "max_difference", lambda module, run, images: (0.5, 1.0))
+    monkeypatch.setattr(segkit.inference.export, "max_difference", lambda module, run, images: (0.5, 1.0))
     with pytest.raises(SegkitError, match="differs from PyTorch by 0.5"):
         export(task_config("export", [f"ckpt_path={checkpoints['fcn8s']}"], tmp_path / "out"))
     assert not list((tmp_path / "out").iterdir())
@@ -142,13 +142,13 @@ def test_a_new_module_whose_net_traces_exports_with_no_registration() -> None:
             self.net = torch.nn.Conv2d(in_channels, num_classes, 3, padding=1)
 
     module = Custom()
-    target = segkit.export.exportable(module)
+    target = segkit.inference.export.exportable(module)
     assert target.net is module.net and target.min_side == 1
 
 
 def test_what_is_not_a_segkit_module_is_refused_by_name() -> None:
     with pytest.raises(SegkitError, match="cannot export a Conv2d: segkit exports SegmentationModule subclasses"):
-        segkit.export.exportable(torch.nn.Conv2d(3, 2, 1))  # type: ignore[arg-type]
+        segkit.inference.export.exportable(torch.nn.Conv2d(3, 2, 1))  # type: ignore[arg-type]
 
 
 def test_cli_writes_model_and_description_into_its_run_directory(checkpoints: dict[str, Path], tmp_path: Path) -> None:

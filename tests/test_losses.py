@@ -1,4 +1,4 @@
-"""segkit.losses: the U-Net weight map (paper eq. 2) and the weighted cross entropy."""
+"""segkit.scoring.losses: the U-Net weight map (paper eq. 2) and the weighted cross entropy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from segkit.losses import WeightMapCrossEntropy, class_weight_map, unet_weight_map
+from segkit.scoring.losses import (
+    WeightMapCrossEntropy,
+    class_weight_map,
+    unet_weight_map,
+)
 
 CELL, MEMBRANE, IGNORE = 0, 1, 255
 W0, SIGMA = 10.0, 5.0

@@ -1,4 +1,4 @@
-"""segkit.metrics against confusion matrices worked out by hand (FCN score.py definitions).
+"""segkit.scoring.metrics against confusion matrices worked out by hand (FCN score.py definitions).
 
 Rows of a confusion matrix are ground truth, columns are predictions.
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from segkit.metrics import SegmentationMetrics, scores_from_confusion
+from segkit.scoring.metrics import SegmentationMetrics, scores_from_confusion
 
 NAMES = ["bg", "cat", "dog", "bird"]
 

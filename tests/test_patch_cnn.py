@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from segkit.data.windows import WindowSampler, random_dihedral
+from segkit.geometry import mirror_pad
 from segkit.nets import PatchCNN, densify, naive_window_scores
-from segkit.nets.densify import mirror_pad
 from segkit.nets.patch_cnn import macs_per_window
 
 STRATEGIES = ["fragments", "dilated"]

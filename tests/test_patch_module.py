@@ -8,9 +8,9 @@ import torch
 
 from segkit.data import PatchDataModule, ShapesDataModule
 from segkit.errors import SegkitError
-from segkit.metrics import SegmentationMetrics
 from segkit.models import PatchCNNModule
 from segkit.nets import naive_window_scores
+from segkit.scoring.metrics import SegmentationMetrics
 
 
 def tiny_shapes() -> ShapesDataModule:

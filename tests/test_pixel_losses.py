@@ -12,7 +12,7 @@ from helpers import CONF_DIR
 from omegaconf import OmegaConf
 
 from segkit.errors import SegkitError
-from segkit.losses import CrossEntropyLoss, DiceLoss, FocalLoss, build_loss
+from segkit.scoring.losses import CrossEntropyLoss, DiceLoss, FocalLoss, build_loss
 
 C, IGNORE = 3, 255
 
@@ -128,7 +128,7 @@ def test_the_dice_ce_sum_is_cross_entropy_plus_dice() -> None:
 
 
 def test_your_own_loss_class_by_dotted_path_gets_the_class_count() -> None:
-    loss = build_loss({"name": "segkit.losses.FocalLoss", "gamma": 1.0}, C, 7)
+    loss = build_loss({"name": "segkit.scoring.losses.FocalLoss", "gamma": 1.0}, C, 7)
     assert isinstance(loss, FocalLoss) and loss.num_classes == C and loss.ignore_index == 7 and loss.gamma == 1.0
 
 

@@ -64,7 +64,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
     path = tmp_path / "checkpoints" / "last.ckpt"
     child = textwrap.dedent(f"""
         import io, sys, time, torch
-        from segkit.checkpointing import AtomicCheckpointIO
+        from segkit.training.checkpointing import AtomicCheckpointIO
         io_plugin = AtomicCheckpointIO()
         io_plugin.save_checkpoint({{"global_step": 1, "weights": torch.ones(1000)}}, {str(path)!r})
         real_open = open
@@ -88,7 +88,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
     assert previous["global_step"] == 1 and torch.equal(previous["weights"], torch.ones(1000))
     partial_files = [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"]
     assert len(partial_files) == 1 and partial_files[0].endswith(".partial")  # hidden, left for the next save
-    from segkit.checkpointing import AtomicCheckpointIO
+    from segkit.training.checkpointing import AtomicCheckpointIO
 
     AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

@@ -8,15 +8,10 @@ import pytest
 import torch
 
 from segkit.errors import SegkitError
-from segkit.inference import (
-    blend_weights,
-    overlap_tile,
-    sliding_window_logits,
-    window_starts,
-)
+from segkit.geometry import valid_output_size, window_starts
+from segkit.inference import blend_weights, overlap_tile, sliding_window_logits
 from segkit.models import UNetPaperModule
 from segkit.nets import PaperUNet, UNet
-from segkit.nets.unet_paper import valid_output_size
 
 
 def test_a_572_tile_gives_388_outputs_with_23_convolutions() -> None:

@@ -24,7 +24,7 @@ from segkit.data import FolderDataModule
 from segkit.data import preflight as preflight_module
 from segkit.data.folder import auto_crop_size
 from segkit.errors import SegkitError
-from segkit.losses import unet_weight_map
+from segkit.scoring.losses import unet_weight_map
 
 
 def folder(root: Path, **options: object) -> FolderDataModule:

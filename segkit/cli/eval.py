@@ -25,8 +25,8 @@ from rich.table import Table
 
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
-from segkit.metrics import SCALAR_SCORES
 from segkit.models.loading import load_module
+from segkit.scoring.metrics import SCALAR_SCORES
 
 SPLITS = ("val", "test")
 

@@ -1,7 +1,7 @@
 """``segkit-export``: a checkpoint as an ONNX or TorchScript model, checked against PyTorch.
 
 The model maps ``(N, C_in, H, W)`` float images to ``(N, num_classes, H, W)`` logits, dynamic in
-N, H and W (see :mod:`segkit.export`). Before the file is moved into place it is run on random
+N, H and W (see :mod:`segkit.inference.export`). Before the file is moved into place it is run on random
 images of two sizes and compared with the checkpoint's module (ONNX: by ONNX Runtime, if
 installed). Beside it goes a JSON description (``export.json`` in the run directory, or
 ``<output minus suffix>.json``). Examples::
@@ -23,12 +23,12 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 
-from segkit import export as ex
 from segkit.atomic import atomic_path
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.inference import export as ex
 from segkit.models.loading import load_module
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}

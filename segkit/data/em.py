@@ -10,27 +10,24 @@ Slices are rendered on the fly, in the DataLoader workers, by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision import tv_tensors
+from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule
 from segkit.data.em_render import EM_CLASS_NAMES, MEMBRANE, render_em_slice
 from segkit.data.em_transforms import em_transforms
+from segkit.data.rendered import SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 
-SPLITS = ("train", "val", "test")
 # Renders average ~0.58 with a spread of ~0.15 (measured); 0.5 / 0.25 maps them to about
 # [-2, 2], close enough to zero-mean, unit-spread for the first steps (as for shapes).
 EM_MEAN = (0.5,)
 EM_STD = (0.25,)
 
-PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
-
-class EMDataset(Dataset):
+class EMDataset(RenderedDataset):
     """A deterministic split of synthetic EM slices: ``(image (1, H, W), mask (H, W))``.
 
     Example:
@@ -40,50 +37,14 @@ class EMDataset(Dataset):
         ((1, 48, 64), (48, 64), torch.int64)
     """
 
-    def __init__(
-        self,
-        split: str,
-        length: int,
-        image_size: int | tuple[int, int] = 512,
-        seed: int = 0,
-        transform: PairTransform | None = None,
-        open_ended: bool = False,
-        cell_size: float = 56.0,
-    ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.split_code = SPLITS.index(split)
-        self.length = length
-        self.height, self.width = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self.seed = seed
-        self.transform = transform
-        # Open-ended: indices past len() are further slices (what EpochSampler draws).
-        self.open_ended = open_ended
+    def __init__(self, *args: Any, cell_size: float = 56.0, **kwargs: Any) -> None:
+        """``RenderedDataset``'s arguments, plus the typical distance between cell centres in px."""
+        super().__init__(*args, **kwargs)
         self.cell_size = cell_size
 
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw slice: image ``(H, W)`` float32 in [0, 1] and mask ``(H, W)`` uint8.
-
-        Indices are ``0 <= index < len()``, or any ``index >= 0`` if the split is open-ended.
-        """
-        if index < 0 or (index >= self.length and not self.open_ended):
-            raise IndexError(f"index {index} out of range for a split of {self.length}")
-        rng = np.random.default_rng([self.seed, self.split_code, index])
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A slice: image ``(H, W)`` float32 in [0, 1] and mask ``(H, W)`` uint8."""
         return render_em_slice(rng, self.height, self.width, cell_size=self.cell_size)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return (self[i] for i in range(self.length))
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_np, mask_np = self.render(index)
-        image = tv_tensors.Image(torch.from_numpy(image_np)[None])
-        mask = tv_tensors.Mask(torch.from_numpy(mask_np).long())
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
 class EMDataModule(SegmentationDataModule):

@@ -9,28 +9,25 @@ epoch ``e`` draws samples ``e * train_size ... (e + 1) * train_size - 1``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision import tv_tensors
+from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule
+from segkit.data.rendered import SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 from segkit.data.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
 from segkit.data.transforms import segmentation_transforms
 
-SPLITS = ("train", "val", "test")
 # Renders are in [0, 1]; centring them on 0 with unit-ish spread helps the first steps.
 SHAPES_MEAN = (0.5, 0.5, 0.5)
 SHAPES_STD = (0.25, 0.25, 0.25)
 
-PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
-
-class ShapesDataset(Dataset):
-    """A deterministic split of synthetic scenes.
+class ShapesDataset(RenderedDataset):
+    """A deterministic split of synthetic scenes (:func:`segkit.data.shapes_render.render_scene`).
 
     Example:
         >>> ds = ShapesDataset("val", length=4, image_size=(48, 64))
@@ -39,55 +36,16 @@ class ShapesDataset(Dataset):
         ((3, 48, 64), (48, 64), torch.int64)
     """
 
-    def __init__(
-        self,
-        split: str,
-        length: int,
-        image_size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        transform: PairTransform | None = None,
-        max_objects: int = 6,
-        boundary_width: int = 1,
-        open_ended: bool = False,
-    ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.split_code = SPLITS.index(split)
-        self.length = length
-        self.height, self.width = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self.seed = seed
-        self.transform = transform
+    def __init__(self, *args: Any, max_objects: int = 6, boundary_width: int = 1, **kwargs: Any) -> None:
+        """``RenderedDataset``'s arguments, plus the scene's object count and ignore band."""
+        super().__init__(*args, **kwargs)
         self.max_objects = max_objects
         self.boundary_width = boundary_width
-        # Open-ended: indices past len() are further scenes (what EpochSampler draws).
-        self.open_ended = open_ended
 
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw scene: image ``(H, W, 3)`` float32 in [0, 1] and mask ``(H, W)`` uint8.
-
-        Indices are ``0 <= index < len()``, or any ``index >= 0`` if the split is open-ended.
-        """
-        if index < 0 or (index >= self.length and not self.open_ended):
-            raise IndexError(f"index {index} out of range for a split of {self.length}")
-        rng = np.random.default_rng([self.seed, self.split_code, index])
-        return render_scene(
-            rng, self.height, self.width,
-            max_objects=self.max_objects, boundary_width=self.boundary_width,
-        )
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return (self[i] for i in range(self.length))
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_np, mask_np = self.render(index)
-        image = tv_tensors.Image(torch.from_numpy(image_np).permute(2, 0, 1))
-        mask = tv_tensors.Mask(torch.from_numpy(mask_np).long())
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A scene: image ``(H, W, 3)`` float32 in [0, 1] and mask ``(H, W)`` uint8."""
+        return render_scene(rng, self.height, self.width, max_objects=self.max_objects,
+                            boundary_width=self.boundary_width)
 
 
 class ShapesDataModule(SegmentationDataModule):

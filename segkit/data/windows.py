@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.base import SegmentationDataModule
 from segkit.errors import SegkitError
-from segkit.nets.densify import mirror_pad, window_padding
-from segkit.nets.window_scan import window_batch
+from segkit.geometry import mirror_pad, window_batch, window_padding
 
 Balance = Literal["classes", "none"]
 

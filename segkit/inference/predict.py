@@ -1,10 +1,9 @@
 """Predict one image of any size, in horizontal bands, so memory stays bounded.
 
 ``whole`` runs the model once on the whole image (logits ``C x H x W`` in memory at once).
-``slide`` and ``tile`` visit windows row of windows by row of windows and keep logits for one
-band of rows only: when a row of windows is done, the rows no later window reaches are final,
-their argmax goes into the ``uint8`` mask (and their probabilities, if asked, to a callback
-that can write them to disk), and the band moves down. Peak memory is then about the image,
+``slide`` and ``tile`` run the sliding-window engine (:func:`segkit.inference.tiling.banded_logits`),
+which keeps logits for one band of rows only: each finished band's argmax goes into the
+``uint8`` mask (and its probabilities, if asked, to a callback that can write them to disk). Peak memory is then about the image,
 the mask and ``C x window x W`` floats, not ``C x H x W``.
 
 - ``slide``: windows of ``window`` pixels overlapping by ``overlap``, logits averaged with
@@ -26,14 +25,8 @@ from PIL import Image
 
 from segkit.data.intensity import IntensityScaling
 from segkit.errors import SegkitError
-from segkit.inference.tiling import (
-    Blending,
-    blend_weights,
-    smallest_valid_output,
-    window_starts,
-    window_stride,
-)
-from segkit.nets.densify import mirror_pad
+from segkit.geometry import mirror_pad, smallest_valid_output
+from segkit.inference.tiling import Blending, WindowGrid, banded_logits
 
 Mode = Literal["whole", "slide", "tile"]
 ProbabilityWriter = Callable[[int, np.ndarray], None]  # (first row, probabilities (C, rows, W))
@@ -145,41 +138,18 @@ def predict_image(
 
     window, context, multiple, overlap, blending = _window_geometry(net or model, config)  # type: ignore[arg-type]
     # Same-size nets take windows no larger than the image; valid nets keep their valid size.
-    window_h, window_w = (window, window) if context and multiple > 1 else (min(window, height), min(window, width))
-    ys = window_starts(height, window_h, window_stride(window_h, overlap, multiple))
-    xs = window_starts(width, window_w, window_stride(window_w, overlap, multiple))
-    extent_w = xs[-1] + window_w
-    weights = blend_weights(window_h, window_w, blending).to(device)
+    window_hw = (window, window) if context and multiple > 1 else (min(window, height), min(window, width))
+    grid = WindowGrid.plan(height, width, window_hw, overlap, context, multiple)
+    right = grid.extent[1] - width + context
+
+    def read_rows(top: int, bottom: int) -> torch.Tensor:
+        return _input_rows(pixels, top, bottom, context, right, preprocess, device)
+
     mask = np.empty((height, width), dtype=np.uint8)
-    band: torch.Tensor | None = None  # logits sums of rows band_top ... band_top + window_h - 1
-    total = torch.zeros(window_h, extent_w, device=device)
-    band_top = 0
-    for row, y in enumerate(ys):
-        strip = _input_rows(pixels, y - context, y + window_h + context, context, extent_w - width + context,
-                            preprocess, device)
-        for start in range(0, len(xs), config.batch_size):
-            batch_xs = xs[start:start + config.batch_size]
-            logits = model(torch.cat([strip[..., x:x + window_w + 2 * context] for x in batch_xs]))
-            if context and logits.shape[-1] == window_w + 2 * context:  # a same-size net: drop the context
-                logits = logits[..., context:context + window_h, context:context + window_w]
-            if band is None:
-                band = torch.zeros(logits.shape[1], window_h, extent_w, device=device)
-            for x, window_logits in zip(batch_xs, logits):
-                band[:, y - band_top:y - band_top + window_h, x:x + window_w] += window_logits.float() * weights
-                total[y - band_top:y - band_top + window_h, x:x + window_w] += weights
-                if on_window is not None:
-                    on_window()
-        assert band is not None
-        # Rows above the next row of windows are final: write them out, move the band down.
-        done = min(ys[row + 1] if row + 1 < len(ys) else height, height)
-        rows = done - band_top
-        averaged = band[:, :rows, :width] / total[:rows, :width]
-        mask[band_top:done] = averaged.argmax(0).to(torch.uint8).cpu().numpy()
+    for top, logits in banded_logits(model, read_rows, grid, blending, config.batch_size, on_window):
+        mask[top:top + logits.shape[-2]] = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
         if on_probabilities is not None:
-            on_probabilities(band_top, averaged.softmax(0).cpu().numpy())
-        band = torch.cat([band[:, rows:], band.new_zeros(band.shape[0], rows, extent_w)], dim=1)
-        total = torch.cat([total[rows:], total.new_zeros(rows, extent_w)])
-        band_top = done
+            on_probabilities(top, logits[0].float().softmax(0).cpu().numpy())
     return mask
 
 

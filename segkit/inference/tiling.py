@@ -14,44 +14,22 @@ One function serves both kinds of net:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from segkit.nets.densify import mirror_pad
-from segkit.nets.unet_paper import valid_output_size
+from segkit.geometry import (
+    mirror_pad,
+    smallest_valid_output,
+    valid_output_size,
+    window_starts,
+    window_stride,
+)
 
 Blending = Literal["constant", "gaussian"]
 Net = Callable[[torch.Tensor], torch.Tensor]
-
-
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Starts ``0, stride, 2*stride, ...`` until a window reaches ``length`` (the last may overhang).
-
-    Example:
-        >>> window_starts(10, 4, 3)
-        [0, 3, 6]
-    """
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-    starts = [0]
-    while starts[-1] + window < length:
-        starts.append(starts[-1] + stride)
-    return starts
-
-
-def window_stride(window: int, overlap: float, multiple: int = 1) -> int:
-    """``window * (1 - overlap)`` rounded down to a multiple of ``multiple`` (at least one).
-
-    Example:
-        >>> window_stride(100, 0.25), window_stride(388, 0.0, multiple=16)
-        (75, 384)
-    """
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    stride = int(window * (1.0 - overlap)) // multiple * multiple
-    return max(stride, multiple)
 
 
 def blend_weights(height: int, width: int, blending: Blending, sigma_scale: float = 0.125) -> torch.Tensor:
@@ -71,6 +49,89 @@ def blend_weights(height: int, width: int, blending: Blending, sigma_scale: floa
     return (weights / weights.max()).clamp_min(1e-3).float()
 
 
+@dataclass(frozen=True)
+class WindowGrid:
+    """Where the windows of one image go: output windows of ``window_h x window_w`` pixels at
+    rows ``ys`` and columns ``xs`` (the last may overhang the image), each computed from
+    ``context`` more pixels of input on every side."""
+
+    height: int
+    width: int
+    window_h: int
+    window_w: int
+    ys: list[int]
+    xs: list[int]
+    context: int = 0
+
+    @classmethod
+    def plan(cls, height: int, width: int, window: tuple[int, int], overlap: float = 0.0, context: int = 0,
+             multiple: int = 1) -> WindowGrid:
+        """Windows overlapping by ``overlap``, placed every multiple of ``multiple`` pixels."""
+        window_h, window_w = window
+        ys = window_starts(height, window_h, window_stride(window_h, overlap, multiple))
+        xs = window_starts(width, window_w, window_stride(window_w, overlap, multiple))
+        return cls(height, width, window_h, window_w, ys, xs, context)
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """``(rows, columns)`` the windows cover, overhang included."""
+        return self.ys[-1] + self.window_h, self.xs[-1] + self.window_w
+
+
+# read_rows(top, bottom): input rows [top, bottom) of the images (N, C_in, rows, extent_w +
+# 2 * context), columns from -context, mirrored wherever they fall outside the image.
+RowReader = Callable[[int, int], torch.Tensor]
+
+
+def banded_logits(
+    net: Net, read_rows: RowReader, grid: WindowGrid, blending: Blending = "constant", batch_size: int = 1,
+    on_window: Callable[[], None] | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The one sliding-window engine: blended logits of the image, a band of rows at a time.
+
+    Visits the grid row of windows by row of windows (``batch_size`` windows per net call)
+    and yields ``(first row, logits (N, C, rows, width))`` as soon as no later window reaches
+    those rows, so only one band of ``window_h`` rows of logits is ever held. A net may return
+    windows of its input's size (the context is then cropped off) or ``2 * context`` smaller.
+    """
+    weights: torch.Tensor | None = None
+    band: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    band_top, c = 0, grid.context
+    height, width, window_h, window_w = grid.height, grid.width, grid.window_h, grid.window_w
+    extent_w = grid.extent[1]
+    for row, y in enumerate(grid.ys):
+        strip = read_rows(y - c, y + window_h + c)
+        count = strip.shape[0]
+        for start in range(0, len(grid.xs), batch_size):
+            batch_xs = grid.xs[start:start + batch_size]
+            logits = net(torch.cat([strip[..., x:x + window_w + 2 * c] for x in batch_xs]))
+            if c and logits.shape[-2:] == (window_h + 2 * c, window_w + 2 * c):  # a same-size net
+                logits = logits[..., c:c + window_h, c:c + window_w]
+            if logits.shape[-2:] != (window_h, window_w):
+                raise ValueError(
+                    f"the net turned a {window_h + 2 * c}x{window_w + 2 * c} window into "
+                    f"{tuple(logits.shape[-2:])} logits, expected {window_h}x{window_w} (context={c})"
+                )
+            if band is None or total is None or weights is None:
+                weights = blend_weights(window_h, window_w, blending).to(logits.device, logits.dtype)
+                band = logits.new_zeros(count, logits.shape[1], window_h, extent_w)
+                total = logits.new_zeros(window_h, extent_w)
+            for i, x in enumerate(batch_xs):
+                band[..., y - band_top:y - band_top + window_h, x:x + window_w] += logits[i * count:(i + 1) * count] * weights
+                total[y - band_top:y - band_top + window_h, x:x + window_w] += weights
+                if on_window is not None:
+                    on_window()
+        assert band is not None and total is not None
+        # Rows above the next row of windows are final: hand them out, move the band down.
+        done = min(grid.ys[row + 1] if row + 1 < len(grid.ys) else height, height)
+        rows = done - band_top
+        yield band_top, band[..., :rows, :width] / total[:rows, :width]
+        band = torch.cat([band[..., rows:, :], band.new_zeros(*band.shape[:2], rows, extent_w)], dim=2)
+        total = torch.cat([total[rows:], total.new_zeros(rows, extent_w)])
+        band_top = done
+
+
 def sliding_window_logits(
     net: Net,
     images: torch.Tensor,
@@ -80,7 +141,8 @@ def sliding_window_logits(
     context: int = 0,
     multiple: int = 1,
 ) -> torch.Tensor:
-    """Logits ``(N, C, H, W)`` of ``images`` ``(N, C_in, H, W)``, computed window by window.
+    """Logits ``(N, C, H, W)`` of ``images`` ``(N, C_in, H, W)``, computed window by window
+    (:func:`banded_logits` over the whole mirror-padded tensor).
 
     Args:
         net: maps an input window to logits; its output is ``2 * context`` smaller than its input.
@@ -100,37 +162,12 @@ def sliding_window_logits(
         torch.Size([1, 2, 50, 70])
     """
     height, width = images.shape[-2:]
-    window_h, window_w = (window, window) if isinstance(window, int) else window
-    ys = window_starts(height, window_h, window_stride(window_h, overlap, multiple))
-    xs = window_starts(width, window_w, window_stride(window_w, overlap, multiple))
-    extent_h, extent_w = ys[-1] + window_h, xs[-1] + window_w
+    grid = WindowGrid.plan(height, width, (window, window) if isinstance(window, int) else window,
+                           overlap, context, multiple)
+    extent_h, extent_w = grid.extent
     padded = mirror_pad(images, context, extent_w - width + context, context, extent_h - height + context)
-    weights = blend_weights(window_h, window_w, blending).to(images.device)
-    total = images.new_zeros(extent_h, extent_w)
-    logits_sum: torch.Tensor | None = None
-    for y in ys:
-        for x in xs:
-            logits = net(padded[..., y:y + window_h + 2 * context, x:x + window_w + 2 * context])
-            if logits.shape[-2:] != (window_h, window_w):
-                raise ValueError(
-                    f"the net turned a {window_h + 2 * context}x{window_w + 2 * context} window into "
-                    f"{tuple(logits.shape[-2:])} logits, expected {window_h}x{window_w} (context={context})"
-                )
-            if logits_sum is None:
-                logits_sum = logits.new_zeros(*logits.shape[:2], extent_h, extent_w)
-            logits_sum[..., y:y + window_h, x:x + window_w] += logits * weights.to(logits.dtype)
-            total[y:y + window_h, x:x + window_w] += weights
-    assert logits_sum is not None
-    return (logits_sum / total.to(logits_sum.dtype))[..., :height, :width]
-
-
-def smallest_valid_output(size: int, context: int, depth: int) -> int:
-    """The smallest output side >= ``size`` whose input (``+ 2 * context``) a valid net of
-    ``depth`` poolings takes."""
-    out = size
-    while valid_output_size(out + 2 * context, depth) is None:
-        out += 1
-    return out
+    bands = banded_logits(net, lambda top, bottom: padded[..., top + context:bottom + context, :], grid, blending)
+    return torch.cat([logits for _, logits in bands], dim=2)
 
 
 def overlap_tile(net: torch.nn.Module, images: torch.Tensor, tile: int | None = None) -> torch.Tensor:

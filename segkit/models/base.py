@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
-from segkit.em_metrics import EMMetrics
-from segkit.losses import build_loss
-from segkit.metrics import SegmentationMetrics
 from segkit.models.run_length import check_resumed_schedulers, run_length_kwargs
 from segkit.nets.traceable import Exportable
+from segkit.scoring.em_metrics import EMMetrics
+from segkit.scoring.losses import build_loss
+from segkit.scoring.metrics import SegmentationMetrics
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -49,7 +49,7 @@ class SegmentationModule(L.LightningModule):
         num_classes: number of classes (logit channels).
         class_names: one name per class, used in the logged keys ``val/IoU/<name>``.
         ignore_index: target value excluded from loss and metrics (PASCAL VOC uses 255).
-        loss: the ``model.loss`` node, e.g. ``{"name": "dice"}`` (:func:`segkit.losses.build_loss`);
+        loss: the ``model.loss`` node, e.g. ``{"name": "dice"}`` (:func:`segkit.scoring.losses.build_loss`);
             ``None``: cross-entropy averaged over valid pixels.
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); default AdamW(lr=1e-3).
         scheduler: ``optimizer -> LRScheduler`` (a Hydra ``_partial_``) or ``None``.
@@ -57,7 +57,7 @@ class SegmentationModule(L.LightningModule):
 
     With data that asks for the ISBI scores (``data.em_scores: true``: the data module's
     ``membrane_class`` is set), validation and test also log ``pixel_error``, ``v_rand`` and
-    ``rand_error`` (:class:`segkit.em_metrics.EMMetrics`).
+    ``rand_error`` (:class:`segkit.scoring.em_metrics.EMMetrics`).
     """
 
     net: nn.Module

@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 import torch
 
 from segkit.errors import SegkitError
-from segkit.inference.tiling import overlap_tile, smallest_valid_output
+from segkit.geometry import smallest_valid_output, valid_output_size
+from segkit.inference.tiling import overlap_tile
 from segkit.models.base import SegmentationModule
 from segkit.nets.traceable import Exportable, WholeImageValidUNet
-from segkit.nets.unet_paper import PaperUNet, valid_output_size
+from segkit.nets.unet_paper import PaperUNet
 
 
 class UNetPaperModule(SegmentationModule):

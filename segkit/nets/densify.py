@@ -28,30 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.geometry import mirror_pad, window_padding
+
 Strategy = Literal["fragments", "dilated"]
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Identity, nn.Dropout, nn.Softmax, nn.LogSoftmax)
-
-
-def mirror_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
-    """Reflect-pad ``(N, C, H, W)``, repeating the reflection when a pad exceeds the image.
-
-    Example:
-        >>> mirror_pad(torch.arange(3.0).view(1, 1, 1, 3), 4, 0, 0, 0)[0, 0, 0].tolist()
-        [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0]
-    """
-    while left or right or top or bottom:
-        height, width = x.shape[-2:]
-        step = [min(left, width - 1), min(right, width - 1), min(top, height - 1), min(bottom, height - 1)]
-        if (width == 1 and (left or right)) or (height == 1 and (top or bottom)):
-            return F.pad(x, (left, right, top, bottom), mode="replicate")  # nothing to reflect
-        x = F.pad(x, tuple(step), mode="reflect")
-        left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
-    return x
-
-
-def window_padding(window: int) -> tuple[int, int]:
-    """(before, after) pixels of context for a window centred on a pixel (centre = w // 2)."""
-    return window // 2, window - 1 - window // 2
 
 
 def _pair(value: int | tuple[int, ...]) -> int:

@@ -2,7 +2,7 @@
 tracing, so that one ONNX / TorchScript trace computes the right logits at every input size.
 
 Each architecture's :meth:`segkit.models.base.SegmentationModule.exportable` picks one (or
-returns its net as it is, when the net's forward already traces); :mod:`segkit.export` writes
+returns its net as it is, when the net's forward already traces); :mod:`segkit.inference.export` writes
 and checks it.
 
 Example:
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.nets.densify import densify, window_padding
+from segkit.geometry import window_padding
+from segkit.nets.densify import densify
 
 
 class PadToMultiple(nn.Module):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from segkit.errors import SegkitError
+from segkit.geometry import nearest_valid_sizes, valid_output_size
 
 
 def _double_valid_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -30,34 +31,6 @@ def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The central ``height x width`` of ``(N, C, H, W)`` ("copy and crop" in Fig. 1)."""
     top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
     return x[..., top:top + height, left:left + width]
-
-
-def valid_output_size(size: int, depth: int = 4) -> int | None:
-    """Output side for an input side ``size``, or ``None`` if the valid convs cannot take it
-    (a map of odd side before a 2x2 pooling, or nothing left).
-
-    Example:
-        >>> valid_output_size(572), valid_output_size(500)
-        (388, None)
-    """
-    for _ in range(depth):
-        size -= 4
-        if size <= 0 or size % 2:
-            return None
-        size //= 2
-    size -= 4
-    for _ in range(depth):
-        size = 2 * size - 4
-        if size <= 0:
-            return None
-    return size
-
-
-def nearest_valid_sizes(size: int, depth: int = 4) -> tuple[int | None, int]:
-    """The largest valid input side below ``size`` (``None`` if there is none) and the smallest above."""
-    below = next((s for s in range(size - 1, 0, -1) if valid_output_size(s, depth)), None)
-    above = next(s for s in range(size + 1, size + 2 ** (depth + 2) + 400) if valid_output_size(s, depth))
-    return below, above
 
 
 class PaperUNet(nn.Module):

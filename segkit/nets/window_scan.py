@@ -9,16 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segkit.nets.densify import mirror_pad, window_padding
-
-
-def window_batch(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, window: int) -> torch.Tensor:
-    """The ``window x window`` crops of ``padded`` ``(C, H, W)`` whose top-left corners are
-    ``(rows[i], cols[i])``: a ``(n, C, window, window)`` batch (one gather, no Python loop)."""
-    offsets = torch.arange(window, device=padded.device)
-    row_index = (rows[:, None] + offsets)[:, :, None]  # (n, w, 1)
-    col_index = (cols[:, None] + offsets)[:, None, :]  # (n, 1, w)
-    return padded[:, row_index, col_index].permute(1, 0, 2, 3)
+from segkit.geometry import mirror_pad, window_batch, window_padding
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """ISBI 2012 EM scores for binary membrane segmentation: foreground-restricted Rand.
 
 (The pixel error, the other ISBI score, is ``1 - pixel_acc`` of the confusion matrix that
-:class:`segkit.metrics.SegmentationMetrics` keeps; the module logs it from there.)
+:class:`segkit.scoring.metrics.SegmentationMetrics` keeps; the module logs it from there.)
 
 V_rand (Arganda-Carreras et al. 2015, "Crowdsourcing the creation of image segmentation
 algorithms for connectomics") compares the segments (connected regions between membranes) of

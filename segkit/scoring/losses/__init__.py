@@ -22,8 +22,13 @@ from typing import Any
 from torch import nn
 
 from segkit.errors import SegkitError
-from segkit.losses.pixel import CrossEntropyLoss, DiceLoss, FocalLoss, WeightedSum
-from segkit.losses.weight_map import (
+from segkit.scoring.losses.pixel import (
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    WeightedSum,
+)
+from segkit.scoring.losses.weight_map import (
     WeightMapCrossEntropy,
     class_weight_map,
     unet_weight_map,
