@@ -121,19 +121,15 @@ def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
 
 
 @pytest.mark.parametrize("option", config_options("model"))
-def test_every_model_option_instantiates_and_predicts_per_pixel_logits(
-    option: str, tmp_path: Path
-) -> None:
+def test_every_model_option_takes_classes_names_and_channels_from_the_data(option: str, tmp_path: Path) -> None:
+    # What each model computes is the architecture contract's (tests/test_architecture_contract.py).
     cfg = compose_task([f"model={option}", "data.num_workers=0"], tmp_path)
     datamodule = instantiate(cfg.data)
     model = instantiate_model(cfg.model, datamodule)
     assert isinstance(model, SegmentationModule)
     assert model.num_classes == datamodule.num_classes
     assert model.class_names == list(datamodule.class_names)
-    model.eval()
-    with torch.no_grad():
-        logits = model(torch.randn(2, datamodule.in_channels, 33, 47))
-    assert logits.shape == (2, datamodule.num_classes, 33, 47)
+    assert model.hparams["in_channels"] == datamodule.in_channels
 
 
 @pytest.mark.parametrize("option", config_options("callbacks"))

@@ -35,10 +35,11 @@ def test_n4_is_the_papers_table() -> None:
 
 @functools.lru_cache(maxsize=None)
 def naive_64px(preset: str) -> tuple[PatchCNN, torch.Tensor, torch.Tensor]:
-    """A random net, a 64 x 64 image and the naive scores of its 4,096 windows (computed once:
-    ~30 s for N4)."""
+    """A random net, a 64 x 64 image and the naive scores of its 4,096 windows (computed once).
+    The preset's topology (kernels, poolings, window) at a quarter of its width: equality of
+    the dense form does not depend on channel counts, and the naive scan is ~10x faster."""
     torch.manual_seed(0)
-    net = PatchCNN(num_classes=2, in_channels=1, preset=preset).eval()
+    net = PatchCNN(num_classes=2, in_channels=1, preset=preset, maps=12, hidden=50).eval()
     image = torch.rand(1, 64, 64)
     return net, image, naive_window_scores(net, image)
 
