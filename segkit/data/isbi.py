@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from segkit.data.base import SegmentationDataModule
 from segkit.data.em import EM_MEAN, EM_STD
 from segkit.data.em_render import EM_CLASS_NAMES, MEMBRANE
 from segkit.data.em_transforms import em_transforms
+from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
 
 ISBI_URL = "https://imagej.net/events/isbi-2012-segmentation-challenge"
@@ -77,7 +77,7 @@ def load_isbi_stack(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(volume), masks
 
 
-class SliceDataset(Dataset):
+class SliceDataset(SampleDataset):
     """Selected slices of an in-memory stack as ``(image (1, H, W), mask (H, W))`` tensors."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, indices: Sequence[int], transform: Callable) -> None:
@@ -88,12 +88,10 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         slice_index = self.indices[index]
         image = tv_tensors.Image(torch.from_numpy(self.images[slice_index])[None])
-        mask = tv_tensors.Mask(torch.from_numpy(self.masks[slice_index]).long())
-        image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return image, tv_tensors.Mask(torch.from_numpy(self.masks[slice_index]).long())
 
 
 class ISBI2012DataModule(SegmentationDataModule):

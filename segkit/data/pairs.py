@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from segkit.data.intensity import IntensityScaling
 from segkit.data.masks import MaskDecoder
 from segkit.data.preflight import Pair, load_pair
+from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
 
 
@@ -28,7 +28,7 @@ class SampleError(SegkitError):
         super().__init__(message)
 
 
-class PairDataset(Dataset):
+class PairDataset(SampleDataset):
     """The pairs of one split as ``(image float (C, H, W), mask long (H, W))`` through a joint
     ``transform``; with ``with_instances`` a third item, the instance ids ``(H, W)`` (0 where
     the mask is ignored, crop padding included), for the U-Net weight-map loss.
@@ -57,7 +57,7 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def load(self, index: int) -> tuple[tv_tensors.TVTensor, ...]:
         try:
             image, classes, instances, _ = load_pair(self.pairs[index], self.in_channels, self.decoder)
         except SegkitError as error:
@@ -67,7 +67,10 @@ class PairDataset(Dataset):
         if self.with_instances:
             ids = instances if instances is not None else np.zeros_like(classes)
             items.append(tv_tensors.Mask(torch.from_numpy(ids)))
-        out = [item.as_subclass(torch.Tensor) for item in self.transform(*items)]
-        if self.with_instances:
+        return tuple(items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        out = super().__getitem__(index)
+        if self.with_instances:  # crop padding and ignored pixels belong to no object
             out[2][out[1] == self.decoder.ignore_index] = 0
-        return tuple(out)
+        return out

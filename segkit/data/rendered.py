@@ -7,19 +7,16 @@ indexing, the open-ended training split, tensor conversion and the joint transfo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
+
+from segkit.data.samples import PairTransform, SampleDataset
 
 SPLITS = ("train", "val", "test")
 
-PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
-
-class RenderedDataset(Dataset):
+class RenderedDataset(SampleDataset):
     """A deterministic split of rendered ``(image, mask)`` samples.
 
     Args:
@@ -65,11 +62,8 @@ class RenderedDataset(Dataset):
     def __iter__(self):  # type: ignore[no-untyped-def]
         return (self[i] for i in range(self.length))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_np, mask_np = self.render(index)
         pixels = torch.from_numpy(image_np)
         image = tv_tensors.Image(pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1))
-        mask = tv_tensors.Mask(torch.from_numpy(mask_np).long())
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return image, tv_tensors.Mask(torch.from_numpy(mask_np).long())

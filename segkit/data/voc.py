@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from torchvision.datasets import VOCSegmentation
 from torchvision.transforms.v2 import functional as TF
 
 from segkit.data.base import SegmentationDataModule, evaluation_sampler
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from segkit.data.samples import SampleDataset
 from segkit.data.transforms import segmentation_transforms
 from segkit.errors import SegkitError
 
@@ -42,7 +43,7 @@ def load_pair(image_path: str, mask_path: str) -> tuple[tv_tensors.Image, tv_ten
     return tv_tensors.Image(pixels), tv_tensors.Mask(indices)
 
 
-class VOCSplit(Dataset):
+class VOCSplit(SampleDataset):
     """``(image, mask)`` pairs of one VOC split, as tensors through a joint ``transform``."""
 
     def __init__(self, images: Sequence[str], masks: Sequence[str], transform: Callable) -> None:
@@ -51,9 +52,8 @@ class VOCSplit(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.transform(*load_pair(self.images[index], self.masks[index]))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        return load_pair(self.images[index], self.masks[index])
 
 
 def voc_file_lists(root: str, year: str, split: str) -> tuple[list[str], list[str]]:

@@ -1,0 +1,45 @@
+"""What every segkit Dataset ends with: a sample's tv_tensors through the joint transform,
+returned as plain tensors.
+
+Subclasses (rendered data sets, file pairs, VOC, ISBI slices) only say how sample ``index``
+is loaded (:meth:`SampleDataset.load`); augmentation and normalisation stay one torchvision
+v2 transform applied to image and mask together, so geometric changes hit both alike.
+
+Example:
+    >>> import torch
+    >>> from torchvision import tv_tensors
+    >>> class Ones(SampleDataset):
+    ...     def __len__(self) -> int:
+    ...         return 1
+    ...     def load(self, index: int):
+    ...         return tv_tensors.Image(torch.ones(1, 4, 6)), tv_tensors.Mask(torch.zeros(4, 6, dtype=torch.long))
+    >>> image, mask = Ones()[0]
+    >>> type(image).__name__, tuple(image.shape), tuple(mask.shape)
+    ('Tensor', (1, 4, 6), (4, 6))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+PairTransform = Callable[..., tuple[torch.Tensor, ...]]
+
+
+class SampleDataset(Dataset):
+    """A Dataset whose sample ``index`` is :meth:`load` ``(index)`` through ``transform``."""
+
+    transform: PairTransform | None = None
+
+    def load(self, index: int) -> tuple[tv_tensors.TVTensor, ...]:
+        """Sample ``index`` as ``(Image (C, H, W), Mask (H, W)[, Mask of instance ids])``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        items = self.load(index)
+        if self.transform is not None:
+            items = self.transform(*items)
+        return tuple(item.as_subclass(torch.Tensor) for item in items)
