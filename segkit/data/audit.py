@@ -100,12 +100,6 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     return {"min": tidy(min(values)), "median": tidy(float(np.median(values))), "max": tidy(max(values))}
 
 
-def mask_values(facts: PairFacts, ignore_index: int) -> set[int]:
-    """The class values a decoded mask holds (``ignore_index`` included when present)."""
-    values = {value for value, count in enumerate(facts.class_counts) if count}
-    return values | {ignore_index} if facts.ignored else values
-
-
 def split_summary(results: Sequence[PairResult], classes: int, mask_type: str) -> dict[str, Any]:
     """Counts, sizes, modes, intensity percentiles and class pixel frequencies of one split."""
     good = [r.facts for r in results if r.facts is not None]
@@ -137,7 +131,7 @@ def split_summary(results: Sequence[PairResult], classes: int, mask_type: str) -
 
 def _instance_cue(facts: Sequence[PairFacts], ignore_index: int) -> str | None:
     """Why index masks look like instance ids (``None``: they do not)."""
-    ids = [mask_values(fact, ignore_index) - {0, ignore_index} for fact in facts]
+    ids = [fact.mask_values(ignore_index) - {0, ignore_index} for fact in facts]
     largest = max((max(values) for values in ids if values), default=0)
     most = max(len(values) for values in ids)
     wide = [fact.mask_dtype for fact in facts if fact.mask_dtype in WIDE_MASKS]
@@ -167,7 +161,7 @@ def _traps(good: Sequence[PairFacts], results: Sequence[PairResult], decoder: Ma
             return "colors"
     if decoder.mask_type != "index" or not good:
         return decoder.mask_type
-    values = set().union(*(mask_values(fact, decoder.ignore_index) for fact in good))
+    values = set().union(*(fact.mask_values(decoder.ignore_index) for fact in good))
     if values <= {0, 255} and 255 in values:
         _warn(warnings, "binary_trap", "masks hold only 0 and 255: read as index, 255 is "
               + ("data.ignore_index and nothing of the object would be learnt" if decoder.ignore_index == 255
@@ -230,7 +224,7 @@ def _num_classes(mask_type: str, decoder: MaskDecoder, good: Sequence[PairFacts]
     if decoder.num_classes is not None:
         return decoder.num_classes, "as given"
     ignore = decoder.ignore_index
-    top = max((max(mask_values(fact, ignore) - {ignore}, default=0) for fact in good), default=0)
+    top = max((max(fact.mask_values(ignore) - {ignore}, default=0) for fact in good), default=0)
     return max(2, top + 1), f"largest class value {top} + 1, ignore_index {ignore} excluded"
 
 

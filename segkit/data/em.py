@@ -47,7 +47,33 @@ class EMDataset(RenderedDataset):
         return render_em_slice(rng, self.height, self.width, cell_size=self.cell_size)
 
 
-class EMDataModule(SegmentationDataModule):
+class MembraneDataModule(SegmentationDataModule):
+    """What the synthetic EM slices and ISBI 2012 share: grey slices of cells (class 0) and
+    membranes (class 1), the U-Net paper's augmentation, and the ISBI scores (``em_scores``:
+    models log pixel error and V_rand of the membrane class)."""
+
+    class_names = EM_CLASS_NAMES
+    num_classes = len(EM_CLASS_NAMES)
+    in_channels = 1
+    ignore_index = 255
+
+    def __init__(
+        self, batch_size: int, num_workers: int | str, pin_memory: bool, augment: bool, elastic: bool,
+        mean: Sequence[float], std: Sequence[float], em_scores: bool,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.membrane_class = MEMBRANE if em_scores else None
+        self.augment, self.elastic = augment, elastic
+        self.mean, self.std = list(mean), list(std)
+
+    def make_transform(self, train: bool) -> Callable:
+        """The joint ``(Image, Mask)`` transform of a split: for training the U-Net paper's
+        augmentation (rotations, flips, shifts, elastic deformation, grey values;
+        :func:`segkit.data.em_transforms.em_transforms`), then normalisation."""
+        return em_transforms(train=train and self.augment, mean=self.mean, std=self.std, elastic=self.elastic)
+
+
+class EMDataModule(MembraneDataModule):
     """Synthetic grey-scale EM slices: cells separated by thin dark membranes (class 1).
 
     A stand-in for the ISBI 2012 challenge (:class:`segkit.data.isbi.ISBI2012DataModule`)
@@ -63,11 +89,6 @@ class EMDataModule(SegmentationDataModule):
         >>> dm.num_classes, dm.membrane_class, tuple(images.shape)
         (2, 1, (4, 1, 64, 64))
     """
-
-    class_names = EM_CLASS_NAMES
-    num_classes = len(EM_CLASS_NAMES)
-    in_channels = 1
-    ignore_index = 255
 
     def __init__(
         self,
@@ -87,22 +108,12 @@ class EMDataModule(SegmentationDataModule):
         std: Sequence[float] = EM_STD,
         em_scores: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
-        self.membrane_class = MEMBRANE if em_scores else None
-        self.mean, self.std = list(mean), list(std)
+        super().__init__(batch_size, num_workers, pin_memory, augment, elastic, mean, std, em_scores)
         self.image_size = image_size if isinstance(image_size, int) else tuple(image_size)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed
-        self.augment = augment
-        self.elastic = elastic
         self.resample_train = resample_train
         self.cell_size = cell_size
-
-    def make_transform(self, train: bool) -> Callable:
-        """The joint ``(Image, Mask)`` transform of a split: for training the U-Net paper's
-        augmentation (rotations, flips, shifts, elastic deformation, grey values;
-        :func:`segkit.data.em_transforms.em_transforms`), then normalisation."""
-        return em_transforms(train=train and self.augment, mean=self.mean, std=self.std, elastic=self.elastic)
 
     def make_split(self, split: str) -> EMDataset:
         return EMDataset(

@@ -159,7 +159,7 @@ class FolderDataModule(SegmentationDataModule):
         """Run the ``validate`` checks on one split; the image sizes where they were read."""
         cache = PreflightCache({"root": str(self.root), "in_channels": self.in_channels, "decoder": repr(self.decoder)})
         if self.validate == "full":
-            facts = scan_pairs(pairs, self.in_channels, self.decoder, cache, description=f"checking {name}")
+            facts = scan_pairs(pairs, self.in_channels, self.decoder, cache=cache, description=f"checking {name}")
             check_binary_trap(pairs, facts, self.decoder)
             return [(fact.height, fact.width) for fact in facts]
         # A bad file among the sample is left for the loader to report, as this mode promises.

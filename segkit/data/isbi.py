@@ -17,10 +17,7 @@ import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
 from torchvision import tv_tensors
 
-from segkit.data.base import SegmentationDataModule
-from segkit.data.em import EM_MEAN, EM_STD
-from segkit.data.em_render import EM_CLASS_NAMES, MEMBRANE
-from segkit.data.em_transforms import em_transforms
+from segkit.data.em import EM_MEAN, EM_STD, MembraneDataModule
 from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
 
@@ -94,7 +91,7 @@ class SliceDataset(SampleDataset):
         return image, tv_tensors.Mask(torch.from_numpy(self.masks[slice_index]).long())
 
 
-class ISBI2012DataModule(SegmentationDataModule):
+class ISBI2012DataModule(MembraneDataModule):
     """The ISBI 2012 training stack, split by slice index into train and val (= test).
 
     Reads ``<root>/train-volume.tif`` and ``<root>/train-labels.tif`` in ``setup`` (about 8 MB,
@@ -107,11 +104,6 @@ class ISBI2012DataModule(SegmentationDataModule):
         >>> dm.num_classes, dm.class_names[dm.membrane_class], dm.in_channels
         (2, 'membrane', 1)
     """
-
-    class_names = EM_CLASS_NAMES
-    num_classes = len(EM_CLASS_NAMES)
-    in_channels = 1
-    ignore_index = 255
 
     def __init__(
         self,
@@ -126,19 +118,9 @@ class ISBI2012DataModule(SegmentationDataModule):
         std: Sequence[float] = EM_STD,
         em_scores: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
-        self.membrane_class = MEMBRANE if em_scores else None
+        super().__init__(batch_size, num_workers, pin_memory, augment, elastic, mean, std, em_scores)
         self.root = root
         self.val_slices = None if val_slices is None else [int(i) for i in val_slices]
-        self.augment = augment
-        self.elastic = elastic
-        self.mean, self.std = list(mean), list(std)
-
-    def make_transform(self, train: bool) -> Callable:
-        """The joint ``(Image, Mask)`` transform of a split: for training the U-Net paper's
-        augmentation (rotations, flips, shifts, elastic deformation, grey values;
-        :func:`segkit.data.em_transforms.em_transforms`), then normalisation."""
-        return em_transforms(train=train and self.augment, mean=self.mean, std=self.std, elastic=self.elastic)
 
     def split_indices(self, num_slices: int) -> tuple[list[int], list[int]]:
         """``(train, val)`` slice indices of a stack of ``num_slices``; val defaults to the last 3."""

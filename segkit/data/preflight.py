@@ -54,6 +54,11 @@ class PairFacts:
     high: list[float]
     mask_dtype: str = ""
 
+    def mask_values(self, ignore_index: int) -> set[int]:
+        """The class values the decoded mask holds (``ignore_index`` included when present)."""
+        values = {value for value, count in enumerate(self.class_counts) if count}
+        return values | {ignore_index} if self.ignored else values
+
 
 def load_pair(
     pair: Pair, in_channels: int | None, decoder: MaskDecoder
@@ -175,21 +180,14 @@ def collect_facts(
     return facts, errors
 
 
-def scan_pairs(
-    pairs: Sequence[Pair],
-    in_channels: int | None,
-    decoder: MaskDecoder,
-    cache: PreflightCache | None = None,
-    description: str = "checking",
-    progress: bool = True,
-    workers: int | None = None,
-) -> list[PairFacts]:
-    """Facts of every pair (cached ones from ``cache``), or the first bad file's error.
+def scan_pairs(pairs: Sequence[Pair], in_channels: int | None, decoder: MaskDecoder, **options: Any) -> list[PairFacts]:
+    """Facts of every pair (cached ones from ``cache``), or the first bad file's error;
+    ``options`` are :func:`collect_facts`'s (``cache``, ``description``, ``progress``, ``workers``).
 
     Errors are reported in file order (the same error whichever thread finds it first), with
     the number of other bad pairs, so one run lists how much is wrong.
     """
-    facts, errors = collect_facts(pairs, in_channels, decoder, cache, description, progress, workers)
+    facts, errors = collect_facts(pairs, in_channels, decoder, **options)
     if errors:
         first = min(errors)
         others = f" (and {len(errors) - 1} more bad pair(s); `segkit-data` lists them all)" if len(errors) > 1 else ""
