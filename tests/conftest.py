@@ -60,7 +60,7 @@ def inprocess_run(tmp_path_factory: pytest.TempPathFactory) -> InProcessRun:
 
 # The longest files first: the README's command spreads files over 2 workers (pytest-xdist,
 # --dist loadfile), and a long file that starts last runs alone at the end.
-LONG_FILES_FIRST = ("test_notebooks.py", "test_train.py", "test_patch_cnn.py")
+LONG_FILES_FIRST = ("test_notebooks.py", "test_train.py", "test_patch_cnn.py", "test_add_an_architecture.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
