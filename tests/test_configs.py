@@ -112,7 +112,7 @@ def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
     assert masks.shape == (images.shape[0], *images.shape[-2:])
     inputs, targets = next(iter(datamodule.train_dataloader()))
     if isinstance(datamodule, PatchDataModule):  # (window, centre label) pairs
-        assert inputs.shape == (2 * datamodule.sampler.windows_per_image, datamodule.in_channels, 15, 15)
+        assert inputs.shape == (2 * datamodule.train_set.sampler.windows_per_image, datamodule.in_channels, 15, 15)
         assert targets.shape == inputs.shape[:1]
     else:
         assert inputs.shape[:2] == (2, datamodule.in_channels) and targets.shape == (2, *inputs.shape[-2:])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from segkit.data import PatchDataModule, ShapesDataModule
+from segkit.data.windows import WindowSampler
 from segkit.errors import SegkitError
 from segkit.models import PatchCNNModule
 from segkit.nets import naive_window_scores
@@ -22,9 +23,9 @@ def quiet_trainer(**kwargs: object) -> L.Trainer:
                      enable_model_summary=False, accelerator="cpu", **kwargs)
 
 
-def test_patch_data_takes_the_models_window_and_keeps_whole_images_for_evaluation() -> None:
-    module = PatchCNNModule(num_classes=6, in_channels=3, preset="n1", maps=4, hidden=8)
-    dm = PatchDataModule(tiny_shapes(), windows_per_image=5, batch_size=2, num_workers=0)
+def test_patch_data_takes_the_models_window_and_sampler_and_keeps_whole_images_for_evaluation() -> None:
+    module = PatchCNNModule(num_classes=6, in_channels=3, preset="n1", maps=4, hidden=8, windows_per_image=5)
+    dm = PatchDataModule(tiny_shapes(), batch_size=2, num_workers=0)
     trainer = quiet_trainer(max_epochs=1)
     trainer.strategy.connect(module)
     dm.trainer = trainer
@@ -48,7 +49,7 @@ def test_training_on_windows_lowers_the_loss_and_validation_is_dense(wrapped: bo
                             windows_per_image=16, dihedral=False,
                             optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
     shapes = tiny_shapes()
-    dm = PatchDataModule(shapes, window=65, windows_per_image=16, dihedral=False, batch_size=2, num_workers=0) if wrapped else shapes
+    dm = PatchDataModule(shapes, window=65, sampler=module.sampler, batch_size=2, num_workers=0) if wrapped else shapes
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))  # the same batch, over and over
     optimizer = module.configure_optimizers()
@@ -77,7 +78,7 @@ def test_training_on_windows_lowers_the_loss_and_validation_is_dense(wrapped: bo
 def test_fit_logs_val_miou_from_dense_whole_image_predictions() -> None:
     torch.manual_seed(0)
     module = PatchCNNModule(num_classes=6, in_channels=3, preset="n1", maps=4, hidden=8)
-    dm = PatchDataModule(tiny_shapes(), windows_per_image=4, batch_size=2, num_workers=0)
+    dm = PatchDataModule(tiny_shapes(), sampler=WindowSampler(windows_per_image=4), batch_size=2, num_workers=0)
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=2)
     trainer.fit(module, datamodule=dm)
     # Recompute the val mIoU from dense predictions of the whole validation images.

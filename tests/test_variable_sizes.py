@@ -180,7 +180,7 @@ def test_patch_cnn_trains_on_windows_of_odd_size_images_and_scores_them_densely(
                               augment=False, num_workers=0)
     module = PatchCNNModule(num_classes=source.num_classes, in_channels=source.in_channels,
                             class_names=source.class_names, preset="n1", maps=4, hidden=8)
-    dm = PatchDataModule(source, window=module.window, windows_per_image=4, batch_size=2, num_workers=0)
+    dm = PatchDataModule(source, window=module.window, sampler=WindowSampler(windows_per_image=4), batch_size=2, num_workers=0)
     dm.setup("fit")
     windows, labels = next(iter(dm.train_dataloader()))
     assert windows.shape == (8, source.in_channels, 65, 65) and labels.shape == (8,)

@@ -120,25 +120,26 @@ def _concatenate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[to
 class PatchDataModule(SegmentationDataModule):
     """Any segmentation DataModule, with training batches of (window, centre label) pairs.
 
-    ``window=None`` takes the model's ``window`` (e.g. 95 for N4) at setup. A training batch
-    holds ``batch_size`` images x ``windows_per_image`` windows.
+    ``window=None`` takes the model's ``window`` (e.g. 95 for N4) at setup, and ``sampler=None``
+    the model's window sampler (``model.windows_per_image``, ``balance``, ``dihedral``: one
+    place, whether windows are drawn here in the loader or by the model from whole images;
+    :class:`WindowSampler`'s defaults without a model). A training batch holds ``batch_size``
+    images x ``windows_per_image`` windows.
 
     Example:
         >>> from segkit.data import ShapesDataModule
         >>> dm = PatchDataModule(ShapesDataModule(train_size=4, num_workers=0), window=15,
-        ...                      windows_per_image=8, batch_size=2, num_workers=0)
+        ...                      sampler=WindowSampler(windows_per_image=8), batch_size=2, num_workers=0)
         >>> dm.setup("fit")
         >>> windows, labels = next(iter(dm.train_dataloader()))
         >>> tuple(windows.shape), tuple(labels.shape), dm.num_classes
         ((16, 3, 15, 15), (16,), 6)
     """
 
-    def __init__(self, base: SegmentationDataModule, window: int | None = None, windows_per_image: int = 32,
-                 balance: Balance = "classes", dihedral: bool = True, batch_size: int = 4,
-                 num_workers: int | str = "auto", pin_memory: bool = False) -> None:
+    def __init__(self, base: SegmentationDataModule, window: int | None = None, batch_size: int = 4,
+                 num_workers: int | str = "auto", pin_memory: bool = False, sampler: WindowSampler | None = None) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        self.base, self.window = base, window
-        self.sampler = WindowSampler(windows_per_image, balance, dihedral, base.ignore_index)
+        self.base, self.window, self.sampler = base, window, sampler
         self.num_classes, self.class_names = base.num_classes, base.class_names
         self.in_channels, self.ignore_index = base.in_channels, base.ignore_index
         # EM bases: the model then also logs the membrane scores (pixel error, V_rand).
@@ -157,12 +158,13 @@ class PatchDataModule(SegmentationDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.base.setup(stage)
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
         if self.window is None:
-            model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
             self.window = getattr(model, "window", None)
             if self.window is None:
                 raise SegkitError("data.window=null: the model has no window size; set data.window (e.g. 95 for N4)")
-        self.train_set = WindowSamples(self.base.train_set, self.sampler, self.window)
+        sampler = self.sampler or getattr(model, "sampler", None) or WindowSampler(ignore_index=self.ignore_index)
+        self.train_set = WindowSamples(self.base.train_set, sampler, self.window)
         self.val_set, self.test_set = self.base.val_set, self.base.test_set
 
     def train_dataloader(self) -> DataLoader:
