@@ -104,13 +104,21 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this module, or ``None`` outside one (Lightning's ``trainer``
+        property raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def exportable(self) -> Exportable:
         """A plain module that computes ``self(images)`` and traces (for ONNX / TorchScript) at
         any size: the net itself unless a subclass says otherwise (:mod:`segkit.nets.traceable`)."""
         return Exportable(self.net, 1, f"{type(self.net).__name__} as trained")
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self.attached_trainer(), "datamodule", None)
         membrane_class = getattr(datamodule, "membrane_class", None)
         if membrane_class is not None and self.num_classes == 2 and self.val_em_metrics is None:
             self.val_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
@@ -146,9 +154,9 @@ class SegmentationModule(L.LightningModule):
         the value's device every call); between written steps it only updated the progress bar.
         The loggers get the same values at the same steps as with a call every step.
         """
-        if self._trainer is None:
+        trainer = self.attached_trainer()
+        if trainer is None:
             return True
-        trainer = self.trainer
         if trainer.fast_dev_run or trainer.accumulate_grad_batches != 1 or trainer.log_every_n_steps <= 0:
             return True
         # Inside training_step global_step counts the steps already taken, as Lightning's own
@@ -227,7 +235,7 @@ class SegmentationModule(L.LightningModule):
         # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).
         checkpoint["segkit_module"] = f"{type(self).__module__}:{type(self).__qualname__}"
         # The input normalisation the weights expect, for segkit-predict and segkit-export.
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self.attached_trainer(), "datamodule", None)
         mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
         if mean is not None and std is not None:
             checkpoint["segkit_normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}

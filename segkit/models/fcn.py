@@ -75,7 +75,7 @@ class FCNModule(SegmentationModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self.attached_trainer(), "datamodule", None)
         warning = normalization_mismatch(self.expected_normalization, datamodule)
         if warning:
             rank_zero_warn(warning)
