@@ -107,3 +107,15 @@ def smallest_valid_output(size: int, context: int, depth: int) -> int:
     while valid_output_size(out + 2 * context, depth) is None:
         out += 1
     return out
+
+
+def round_up_to_grid(size: int, smallest: int, multiple: int) -> int:
+    """The first of ``smallest, smallest + multiple, ...`` not below ``size`` (for ``size >=
+    smallest - multiple + 1``): a valid net's output sizes. Plain arithmetic, so that a trace
+    with tensor sizes (ONNX / TorchScript export) keeps it size-dependent.
+
+    Example:
+        >>> round_up_to_grid(40, 36, 16), round_up_to_grid(36, 36, 16)
+        (52, 36)
+    """
+    return smallest + (size - smallest + multiple - 1) // multiple * multiple

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from segkit.errors import SegkitError
-from segkit.geometry import valid_output_size, window_starts
+from segkit.geometry import (
+    round_up_to_grid,
+    smallest_valid_output,
+    valid_output_size,
+    window_starts,
+)
 from segkit.inference import blend_weights, overlap_tile, sliding_window_logits
 from segkit.models import UNetPaperModule
 from segkit.nets import PaperUNet, UNet
@@ -35,6 +40,15 @@ def test_valid_input_sizes_are_124_plus_16k_from_188() -> None:
     assert valid[0] == 188
     assert all((s - 124) % 16 == 0 for s in valid)
     assert all(valid_output_size(s) == s - 184 for s in valid)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_closed_form_export_traces_rounds_up_as_the_search_over_valid_sizes(depth: int) -> None:
+    net = PaperUNet(num_classes=2, in_channels=1, depth=depth, base_width=2)
+    smallest = net.min_input_size - 2 * net.context
+    for size in range(smallest, smallest + 70):
+        expected = smallest_valid_output(size, net.context, depth)
+        assert round_up_to_grid(size, smallest, net.size_multiple) == expected, size
 
 
 def test_an_input_the_valid_convs_cannot_take_names_the_nearest_valid_sizes() -> None:

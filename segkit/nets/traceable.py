@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.geometry import window_padding
+from segkit.geometry import round_up_to_grid, window_padding
 from segkit.nets.densify import densify
 
 
@@ -67,9 +67,8 @@ class WholeImageValidUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
         m, smallest, c = self.multiple, self.min_output, self.context
-        # Valid outputs are smallest + k * m; round up without comparisons (traced as tensors).
-        out_h = smallest + (height - smallest + m - 1) // m * m
-        out_w = smallest + (width - smallest + m - 1) // m * m
+        # Valid outputs are smallest + k * m: the next one up, traced as tensor arithmetic.
+        out_h, out_w = round_up_to_grid(height, smallest, m), round_up_to_grid(width, smallest, m)
         padded = F.pad(x, (c, out_w - width + c, c, out_h - height + c), mode="reflect")
         return self.net(padded)[..., :height, :width]
 
