@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -241,6 +242,21 @@ def test_resolve_ckpt_path(tmp_path: Path) -> None:
     assert resolve_ckpt_path(str(last), "/elsewhere") == str(last)
     with pytest.raises(SegkitError, match="missing.ckpt"):
         resolve_ckpt_path(str(tmp_path / "missing.ckpt"), str(tmp_path))
+
+
+def test_ckpt_path_auto_resumes_from_the_newest_checkpoint_of_the_run_dir_or_starts_fresh(tmp_path: Path) -> None:
+    assert resolve_ckpt_path("auto", str(tmp_path)) is None  # a job's first start
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    os.utime(last, ns=(1_000_000_000, 1_000_000_000))
+    assert resolve_ckpt_path("auto", str(tmp_path)) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # Lightning's save on SLURM's signal, newer
+    hpc.write_bytes(b"")
+    os.utime(hpc, ns=(2_000_000_000, 2_000_000_000))
+    assert resolve_ckpt_path("auto", str(tmp_path)) == str(hpc)
+    os.utime(last, ns=(3_000_000_000, 3_000_000_000))  # validation after the requeue wrote last.ckpt
+    assert resolve_ckpt_path("auto", str(tmp_path)) == str(last)
 
 
 @pytest.mark.timeout(300)

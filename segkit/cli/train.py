@@ -33,9 +33,18 @@ log = logging.getLogger("segkit.train")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """``None``, ``"last"`` (this run dir's ``checkpoints/last.ckpt``) or an existing file."""
+    """``None``, ``"last"`` (this run dir's ``checkpoints/last.ckpt``), ``"auto"`` or an existing file.
+
+    ``auto`` resumes from the newer of ``checkpoints/last.ckpt`` and Lightning's
+    ``hpc_ckpt_*.ckpt`` (saved on SLURM's signal before a requeue) in the run dir, and starts
+    fresh when there is none: one command serves a job's first start and its requeues.
+    """
     if ckpt_path is None:
         return None
+    if ckpt_path == "auto":
+        run_dir = Path(output_dir)
+        found = [p for p in (run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+        return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         raise SegkitError(
