@@ -55,6 +55,15 @@ def test_wheel_contains_every_config_file(wheel: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+def test_wheel_contains_every_module(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "segkit").rglob("*.py")}
+    assert "segkit/training/checkpointing.py" in modules
+    missing = modules - names
+    assert not missing, f"modules missing from the wheel (pyproject's packages list): {sorted(missing)}"
+
+
+@pytest.mark.timeout(600)
 def test_installed_wheel_finds_its_configs_and_runs_from_anywhere(
     wheel: Path, tmp_path: Path
 ) -> None:
