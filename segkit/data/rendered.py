@@ -7,6 +7,8 @@ indexing, the open-ended training split, tensor conversion and the joint transfo
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 from torchvision import tv_tensors
@@ -46,9 +48,9 @@ class RenderedDataset(SampleDataset):
         self.transform = transform
         self.open_ended = open_ended
 
+    @abstractmethod
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One raw sample: image ``(H, W)`` or ``(H, W, C)`` float32 and mask ``(H, W)`` uint8."""
-        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.length

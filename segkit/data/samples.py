@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -29,14 +30,14 @@ from torchvision import tv_tensors
 PairTransform = Callable[..., tuple[torch.Tensor, ...]]
 
 
-class SampleDataset(Dataset):
+class SampleDataset(Dataset, ABC):
     """A Dataset whose sample ``index`` is :meth:`load` ``(index)`` through ``transform``."""
 
     transform: PairTransform | None = None
 
+    @abstractmethod
     def load(self, index: int) -> tuple[tv_tensors.TVTensor, ...]:
         """Sample ``index`` as ``(Image (C, H, W), Mask (H, W)[, Mask of instance ids])``."""
-        raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         items = self.load(index)
