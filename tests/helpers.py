@@ -153,14 +153,47 @@ class InProcessRun:
 class KillAtStep(L.Callback):
     """SIGKILLs its own process when training reaches optimiser step ``step`` (a crash, a
     preemption, an OOM kill: nothing gets to clean up). Import it in a subprocess with
-    ``PYTHONPATH=tests`` and ``+callbacks.kill._target_=helpers.KillAtStep``."""
+    ``PYTHONPATH=tests`` and ``+callbacks.kill._target_=helpers.KillAtStep``.
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    With ``once``, a marker file per DDP rank there makes it fire in the first run only, so the
+    same command line can be run again to resume."""
+
+    def __init__(self, step: int, once: str | None = None) -> None:
+        self.step, self.once = step, once
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.global_step != self.step:
+            return
+        if self.once is not None:
+            marker = Path(self.once) / f"killed.rank{trainer.global_rank}"
+            if marker.exists():
+                return
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalsAfterSteps(L.Callback):
+    """Sends its own process the next signal of a plan, ``after`` steps into each run.
+
+    The plan is a file of signal names, one per line (``SIGUSR1``...), consumed one per run: the
+    same command line, run again, gets the next signal, and none once the plan is used up.
+    """
+
+    def __init__(self, plan: str, after: int = 2) -> None:
+        self.plan, self.after = Path(plan), after
+        self.fire_at: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fire_at = trainer.global_step + self.after
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
+        if trainer.global_step != self.fire_at:
+            return
+        remaining = self.plan.read_text().split()
+        if remaining:
+            self.plan.write_text("\n".join(remaining[1:]))
+            os.kill(os.getpid(), signal.Signals[remaining[0]])
 
 
 class RecordNetOutputDtypes(L.Callback):
@@ -171,3 +204,20 @@ class RecordNetOutputDtypes(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.net.register_forward_hook(lambda module, args, output: self.seen.append(output.dtype))
+
+
+class RecordRankHparams(L.Callback):
+    """Writes ``<dir>/rank<global rank>.json`` with the model's hyperparameters as this rank
+    trains them (under DDP: one file per process)."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir = Path(dir)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        hparams = json.loads(json.dumps(dict(pl_module.hparams), default=str))
+        # The optimiser comes from a partial (not an hparam); its keywords are the configured values.
+        hparams["optimizer"] = {k: v for k, v in pl_module.optimizer_factory.keywords.items() if isinstance(v, (int, float))}
+        (self.dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(hparams, sort_keys=True))

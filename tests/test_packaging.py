@@ -57,10 +57,16 @@ def test_wheel_contains_every_config_file(wheel: Path) -> None:
 @pytest.mark.timeout(600)
 def test_wheel_contains_every_module(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "segkit").rglob("*.py")}
-    assert "segkit/training/checkpointing.py" in modules
+    modules = {
+        path.relative_to(REPO_ROOT).as_posix()
+        for package in ("segkit", "hydra_plugins")  # hydra_plugins: the Optuna sweeper plugin
+        for path in (REPO_ROOT / package).rglob("*.py")
+    }
+    assert {"segkit/training/checkpointing.py", "hydra_plugins/segkit_optuna_sweeper/optuna_sweeper.py"} <= modules
     missing = modules - names
     assert not missing, f"modules missing from the wheel (pyproject's packages list): {sorted(missing)}"
+    # A namespace package that other plugins share: an __init__.py would hide theirs.
+    assert "hydra_plugins/__init__.py" not in names
 
 
 @pytest.mark.timeout(600)

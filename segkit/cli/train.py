@@ -14,20 +14,24 @@ from __future__ import annotations
 import logging
 import pickle
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.trainer import setup as lightning_setup
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from segkit.cli.argv import hoist_multirun_flag
+from segkit.cli.argv import hoist_multirun_flag, multirun_job_ranks
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.training.run_record import write_run_record
 
 log = logging.getLogger("segkit.train")
 
@@ -105,21 +109,42 @@ def apply_time_budget(cfg: DictConfig, given: set[str]) -> None:
             cfg.trainer.val_check_interval = f"00:{every // 3600:02d}:{every // 60 % 60:02d}:{every % 60:02d}"
 
 
+def cluster_plugins() -> list[object]:
+    """Inside a SLURM job, Lightning's SLURM environment without its auto-requeue: segkit's
+    :class:`~segkit.training.preemption.Preemption` callback is the one requeue mechanism."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``; return the final metrics."""
+    """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``; return the final metrics.
+
+    Writes ``metrics.json`` into the run directory (:mod:`segkit.training.run_record`).
+    """
+    with multirun_job_ranks():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
+    started = time.monotonic()
     check_required(cfg)
     apply_time_budget(cfg, command_line_keys())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate_model(cfg.model, datamodule)
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    plugins = [*instantiate(cfg.trainer.get("plugins") or [], _convert_="all"), *cluster_plugins()]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False, plugins=plugins or None
+    )
     if trainer.is_global_zero and trainer.loggers:
         log_run_config(cfg, model, trainer.loggers)
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     if cfg.train:
         try:
+            if ckpt_path and trainer.is_global_zero:
+                step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+                log.info("resuming from %s (step %s)", ckpt_path, step)
             # weights_only: a checkpoint holds plain data; nothing stored in it is executed.
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except pickle.UnpicklingError as error:
@@ -134,6 +159,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # or with train=false the checkpoint given.
         trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path), weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if trainer.is_global_zero:
+        path = write_run_record(Path(cfg.paths.output_dir), cfg, trainer, model, metrics, time.monotonic() - started)
+        log.info("wrote %s", path)
     return metrics
 
 

@@ -78,6 +78,10 @@ class SegmentationDataModule(L.LightningDataModule):
             **self._worker_options(),
             # Keep a short last training batch only when it is the only one.
             drop_last=drop_last and len(dataset) > batch_size,  # type: ignore[arg-type]
+            # Its own generator: a new iterator draws a seed for its workers, which would
+            # otherwise come from the global RNG and shift the training's dropout after each
+            # validation by a different amount with and without (persistent) workers.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def _worker_options(self) -> dict[str, Any]:

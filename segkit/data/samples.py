@@ -27,11 +27,17 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from segkit.data.sampling import sample_randomness
+
 PairTransform = Callable[..., tuple[torch.Tensor, ...]]
 
 
 class SampleDataset(Dataset, ABC):
-    """A Dataset whose sample ``index`` is :meth:`load` ``(index)`` through ``transform``."""
+    """A Dataset whose sample ``index`` is :meth:`load` ``(index)`` through ``transform``.
+
+    A training index carries its augmentation's seed (:class:`segkit.data.sampling.SampleKey`),
+    so the random transforms of a sample depend on ``(seed, epoch, index)`` only.
+    """
 
     transform: PairTransform | None = None
 
@@ -40,7 +46,8 @@ class SampleDataset(Dataset, ABC):
         """Sample ``index`` as ``(Image (C, H, W), Mask (H, W)[, Mask of instance ids])``."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        items = self.load(index)
-        if self.transform is not None:
-            items = self.transform(*items)
+        with sample_randomness(getattr(index, "seed", None)):
+            items = self.load(int(index))
+            if self.transform is not None:
+                items = self.transform(*items)
         return tuple(item.as_subclass(torch.Tensor) for item in items)

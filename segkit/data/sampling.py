@@ -6,6 +6,11 @@ training DataLoader that has one and restores it before iterating (its "stateful
 protocol); :class:`ResumableDataLoader` stores its epoch and how many batches it has handed
 out, and :class:`EpochSampler` then starts that epoch's order at the next unseen sample.
 
+Each sample's augmentation is drawn from its own seed, a function of ``(seed, epoch, index)``
+(:class:`SampleKey`, :func:`sample_randomness`), not from the state of whichever worker process
+or DDP rank loads it: a resumed run, or one with a different ``num_workers``, augments every
+sample exactly as the uninterrupted run did.
+
 Written here rather than taken from torchdata's ``StatefulDataLoader`` because the order must
 also be a pure function of ``(seed, epoch)`` (a RandomSampler draws from the global RNG when an
 epoch starts, which a resumed run reaches in a different state), and shard over DDP ranks
@@ -14,12 +19,74 @@ without Lightning re-wrapping the sampler (it leaves a ``DistributedSampler`` as
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+
+class SampleKey(int):
+    """A sample index that carries the seed of the sample's augmentation.
+
+    An ``int``, so any Dataset indexes with it as before; :class:`segkit.data.samples.SampleDataset`
+    reads ``seed`` and draws the sample's random transforms inside :func:`sample_randomness`.
+
+    Example:
+        >>> key = SampleKey(7, seed=123)
+        >>> key + 1, key.seed, [0, 1, 2, 3, 4, 5, 6, 7][key]
+        (8, 123, 7)
+    """
+
+    seed: int
+
+    def __new__(cls, index: int, seed: int) -> SampleKey:
+        key = super().__new__(cls, index)
+        key.seed = seed
+        return key
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled into loader worker processes
+        return SampleKey, (int(self), self.seed)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch`` (64 bits, decorrelated by SeedSequence)."""
+    low, high = np.random.SeedSequence([seed, epoch, index]).generate_state(2)
+    return int(low) | int(high) << 32
+
+
+@contextmanager
+def sample_randomness(seed: int | None) -> Iterator[None]:
+    """Seed torch's, NumPy's and Python's global generators with ``seed`` for the block, then put
+    the caller's states back; ``None``: leave them alone.
+
+    torchvision's random transforms draw from torch's global generator; seeding it per sample
+    (rather than passing generators through every transform) keeps user transforms working too.
+
+    Example:
+        >>> with sample_randomness(5):
+        ...     first = torch.rand(1)
+        >>> with sample_randomness(5):
+        ...     torch.equal(torch.rand(1), first)
+        True
+    """
+    if seed is None:
+        yield
+        return
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
 class EpochSampler(DistributedSampler):
@@ -28,6 +95,7 @@ class EpochSampler(DistributedSampler):
 
     Order depends only on ``(seed, epoch)``; Lightning calls ``set_epoch`` before every epoch.
     ``start_at(n)`` makes the next iteration skip this rank's first ``n`` samples (a resume).
+    Indices come as :class:`SampleKey` with the seed of their augmentation in this epoch.
 
     Example:
         >>> sampler = EpochSampler(4, seed=0, resample=True)
@@ -56,7 +124,8 @@ class EpochSampler(DistributedSampler):
         indices = list(super().__iter__())
         start, self._start = self._start, 0
         offset = self.epoch * self.length if self.resample else 0
-        return iter([index + offset for index in indices[start:]])
+        return iter([SampleKey(index + offset, sample_seed(self.seed, self.epoch, index + offset))
+                     for index in indices[start:]])
 
 
 class ResumableDataLoader(DataLoader):

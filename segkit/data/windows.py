@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.base import SegmentationDataModule
+from segkit.data.sampling import sample_randomness
 from segkit.errors import SegkitError
 from segkit.geometry import mirror_pad, window_batch, window_padding
 
@@ -109,8 +110,11 @@ class WindowSamples(Dataset):
         return len(self.source)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.source[index]
-        return self.sampler(image[None], mask[None], self.window)
+        image, mask = self.source[index]  # a SampleKey index seeds the image's augmentation there
+        seed = getattr(index, "seed", None)
+        # The window draws: seeded per sample too, by a stream apart from the augmentation's.
+        with sample_randomness(None if seed is None else seed + 1):
+            return self.sampler(image[None], mask[None], self.window)
 
 
 def _concatenate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,12 +11,14 @@ Three pieces, each a Lightning plugin or callback selected in ``conf/``:
   batches, augmentations and dropout masks follow.
 
 With the resumable training loader (:mod:`segkit.data.sampling`), a run killed with SIGKILL and
-resumed with ``ckpt_path=last`` ends with the weights of a run that was never stopped
-(single process, ``num_workers=0``; worker processes draw their seeds when they start).
+resumed with ``ckpt_path=last`` ends with the weights of a run that was never stopped, with
+loader workers and under DDP too: augmentation is seeded per sample by ``(seed, epoch, index)``
+and each rank's generator states are kept.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from segkit.atomic import atomic_path
 from segkit.data.sampling import ResumableDataLoader
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -94,6 +99,12 @@ class SegmentationCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_not_saved(trainer)
 
+    def save_last_now(self, trainer: L.Trainer) -> str:
+        """Write ``last.ckpt`` now (a stop signal: :class:`segkit.training.preemption.Preemption`);
+        return its path. Through this callback, so that the checkpoint it restores knows the file."""
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        return self.last_model_path
+
     def _save_last_if_not_saved(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -105,15 +116,23 @@ class SegmentationCheckpoint(ModelCheckpoint):
         if not every or trainer.sanity_checking or trainer.global_step % every:
             return
         ends_accumulation = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        ends_epoch = batch_idx + 1 >= trainer.num_training_batches
-        if ends_accumulation and not ends_epoch and self._last_global_step_saved != trainer.global_step:
+        if ends_accumulation and not is_last_batch(trainer) and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def is_last_batch(trainer: L.Trainer) -> bool:
+    """Whether the training batch now ending is its epoch's last.
+
+    As Lightning decides it (the loader ran out), not from ``batch_idx``: after a mid-epoch resume
+    Lightning numbers the remaining batches from one lower than an uninterrupted run does.
+    """
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class ExactResume(L.Callback):
-    """Keep what a resumed run needs to repeat an uninterrupted one: the RNG states (torch CPU
-    and CUDA, NumPy, Python) and the training loader's place in the epoch. Restored as training
-    starts, after the sanity check and loader set-up (which draw numbers an uninterrupted run
+    """Keep what a resumed run needs to repeat an uninterrupted one: every rank's RNG states
+    (torch CPU and CUDA, NumPy, Python) and the training loader's place in the epoch. Restored
+    as training starts, after the sanity check and loader set-up (which draw numbers an uninterrupted run
     drew earlier).
 
     Lightning restores the loader's place itself unless the train loader was built before the
@@ -138,14 +157,7 @@ class ExactResume(L.Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # type: ignore[misc]
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-        state = {
-            "torch": torch.get_rng_state(),
-            "cuda": cuda,
-            "numpy": (algorithm, torch.from_numpy(np.asarray(keys, dtype=np.int64)), position, has_gauss, cached_gaussian),
-            "python": random.getstate(),
-        }
+        state: dict[str, Any] = {"ranks": _gather(_generator_states())}
         loader = self._trainer.train_dataloader if self._trainer is not None else None
         if isinstance(loader, ResumableDataLoader):
             state["train_loader"] = loader.state_dict()
@@ -158,12 +170,51 @@ class ExactResume(L.Callback):
         state, self._to_restore = self._to_restore, None
         if state is None:
             return
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        algorithm, keys, position, has_gauss, cached_gaussian = state["numpy"]
-        np.random.set_state((algorithm, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
-        random.setstate(state["python"])
+        ranks = state["ranks"] if "ranks" in state else [state]  # checkpoints before per-rank states
+        rank, world_size = _rank_and_world_size()
+        if len(ranks) != world_size:
+            log.warning("resuming on %d processes from a checkpoint saved by %d: the random streams cannot "
+                        "continue exactly as in the uninterrupted run", world_size, len(ranks))
+        _restore_generator_states(ranks[rank] if rank < len(ranks) else ranks[0])
         loader = trainer.train_dataloader if trainer is not None else None
         if isinstance(loader, ResumableDataLoader) and "train_loader" in state:
             loader.load_state_dict(state["train_loader"])
+
+
+def _generator_states() -> dict[str, Any]:
+    """This process's torch (CPU, CUDA), NumPy and Python generator states, as plain data."""
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # type: ignore[misc]
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "numpy": (algorithm, torch.from_numpy(np.asarray(keys, dtype=np.int64)), position, has_gauss, cached_gaussian),
+        "python": random.getstate(),
+    }
+
+
+def _restore_generator_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    algorithm, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((algorithm, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    random.setstate(state["python"])
+
+
+def _gather(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``state``, in rank order (a collective under DDP: each rank's dropout and
+    window draws are its own). Checkpoints are saved by all ranks together (ModelCheckpoint and
+    :class:`segkit.training.preemption.Preemption` both save at the same step on every rank)."""
+    world_size = _rank_and_world_size()[1]
+    if world_size == 1:
+        return [state]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
