@@ -1,0 +1,149 @@
+"""``segkit-report``: compare finished runs, or two evaluations image by image.
+
+Examples::
+
+    segkit-report logs/train/multiruns/2025-01-01_12-00-00        # a sweep's jobs
+    segkit-report logs/train/runs/A logs/train/runs/B --out cmp/  # any run directories
+    segkit-report --paired logs/eval/runs/A logs/eval/runs/B      # paired bootstrap, B vs A
+
+Writes ``report.csv``, ``report_by_config.csv``, ``report.md``, ``score_by_config.png`` and
+``per_class_iou.png`` into the directory holding the first run found (a multirun directory
+itself, or the first run directory's parent), or into ``--out``. ``--paired`` writes
+``paired.md`` and ``paired.json`` into the directory holding A's evaluation directory, or
+``--out``. Each file is replaced atomically. Exit status: 0, or 2 for a usage error or when no
+run was found (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from segkit.atomic import atomic_path
+from segkit.errors import SegkitError
+
+PROGRAM = "segkit-report"
+SCORE_FIGURE = "score_by_config.png"
+CLASS_FIGURE = "per_class_iou.png"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        raise SegkitError(f"{message}; see {PROGRAM} --help")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options of ``segkit-report`` (see ``--help``).
+
+    Example:
+        >>> args = parse_args(["--paired", "a", "b", "--resamples", "500"])
+        >>> args.paired, args.paths, args.resamples
+        (True, [PosixPath('a'), PosixPath('b')], 500)
+    """
+    parser = _Parser(
+        prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare finished segkit-train runs: one table row per run, seeds aggregated per "
+                    "configuration, figures. With --paired, compare two segkit-eval results of the same "
+                    "images with a paired bootstrap.",
+        epilog=f"examples:\n  {PROGRAM} logs/train/multiruns/<time>            # a sweep: its numbered job dirs\n"
+               f"  {PROGRAM} logs/train/runs/<A> logs/train/runs/<B> --out comparison/\n"
+               f"  {PROGRAM} --paired logs/eval/runs/<A> logs/eval/runs/<B>   # is B better than A?\n\n"
+               "PATH: a run directory (with metrics.json), or a directory of them (a multirun directory's\n"
+               "numbered jobs, or logs/train/runs/); runs without metrics.json are listed as skipped.\n"
+               "--paired A B: segkit-eval output directories holding per_image_confusion.npz (or the\n"
+               "file itself, or a run directory with exactly one eval*/ directory holding it).\n\n"
+               "exit status: 0 ok, 2 usage error or no run found",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="runs, multirun directories, or A B with --paired")
+    parser.add_argument("--out", type=Path, help="output directory (default: the directory holding the first run, e.g. the multirun directory)")
+    parser.add_argument("--paired", action="store_true", help="paired bootstrap of mIoU(B) - mIoU(A) over the images of A and B")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default: 0)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib)")
+    args = parser.parse_args(argv)
+    if args.paired and len(args.paths) != 2:
+        parser.error(f"--paired takes exactly two paths, A and B; got {len(args.paths)}")
+    if args.resamples < 1:
+        parser.error(f"--resamples must be at least 1; got {args.resamples}")
+    return args
+
+
+def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True) -> list[Path]:
+    """Write the report of the runs under ``paths``; return the files written."""
+    from segkit.report import tables
+    from segkit.report.runs import find_runs, group_configs, swept_keys
+
+    runs, skipped = find_runs(paths)
+    for item in skipped:
+        print(f"skipped {item.path}: {item.reason}")
+    if not runs:
+        raise SegkitError(f"no run with metrics.json found in {', '.join(map(str, paths))}")
+    out_dir = Path(out) if out is not None else runs[0].path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    swept = swept_keys(runs)
+    configs = group_configs(runs, swept)
+    written = [
+        tables.write_csv(out_dir / "report.csv", *tables.run_table(runs, swept)),
+        tables.write_csv(out_dir / "report_by_config.csv", *tables.config_table(configs, swept)),
+    ]
+    if figures:
+        from segkit.report import figures as draw
+
+        written.append(draw.score_by_config(configs, tables.ranking_score(runs), out_dir / SCORE_FIGURE))
+        heatmap = draw.per_class_iou([run for c in tables.rank_configs(configs, tables.ranking_score(runs))
+                                      for run in c.runs], swept, out_dir / CLASS_FIGURE)
+        written += [heatmap] if heatmap else []
+    markdown = tables.report_markdown(configs, swept, out_dir, [p.name for p in written if p.suffix == ".png"], skipped)
+    written.append(tables.write_text(out_dir / "report.md", markdown))
+    print(f"{len(runs)} runs, {len(configs)} configurations; swept: {', '.join(swept) or 'nothing'}")
+    return written
+
+
+def paired(a: Path, b: Path, out: Path | None = None, resamples: int = 10_000, seed: int = 0) -> list[Path]:
+    """Paired bootstrap of B against A; print it and write ``paired.md`` and ``paired.json``."""
+    from segkit.report.paired import check_paired, load_confusion, paired_bootstrap
+
+    first, second = load_confusion(a), load_confusion(b)
+    check_paired(first, second)
+    result = paired_bootstrap(first.confusion, second.confusion, resamples=resamples, seed=seed)
+    out_dir = Path(out) if out is not None else first.path.parent.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = str(first.path.parent.resolve()), str(second.path.parent.resolve())
+    print(result.summary())
+    written = []
+    for name, text in (("paired.md", result.markdown(*names)),
+                       ("paired.json", json.dumps(result.as_dict(*names), indent=2) + "\n")):
+        with atomic_path(out_dir / name) as partial:
+            partial.write_text(text)
+        written.append(out_dir / name)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``segkit-report``; returns the exit status.
+
+    Example:
+        >>> main(["/no/such/sweep"])
+        skipped /no/such/sweep: does not exist
+        2
+    """
+    try:
+        args = parse_args(argv)
+        if args.paired:
+            written = paired(*args.paths, out=args.out, resamples=args.resamples, seed=args.seed)
+        else:
+            written = report(args.paths, out=args.out, figures=not args.no_figures)
+    except SegkitError as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Find finished runs (each a directory with ``metrics.json``) and what was swept between them.
+
+A PATH is a run directory (``segkit-train``'s, or ``segkit-eval``'s output directory), a
+``metrics.json`` file, or a directory of runs: a Hydra multirun directory (numbered job
+directories ``0/``, ``1/``, ...) or e.g. ``logs/train/runs/``. A job or run directory without a
+readable ``metrics.json`` (unfinished, failed, older segkit) is *skipped*, with the reason.
+
+Example:
+    >>> import json, tempfile
+    >>> sweep = Path(tempfile.mkdtemp())
+    >>> for job, width in enumerate([8, 16]):
+    ...     (sweep / str(job)).mkdir()
+    ...     record = {"overrides": [f"model.base_width={width}", "seed=1"], "val": {"mIoU": 0.5}}
+    ...     _ = (sweep / str(job) / "metrics.json").write_text(json.dumps(record))
+    >>> (sweep / "2").mkdir()  # a job that never finished
+    >>> runs, skipped = find_runs([sweep])
+    >>> [run.path.name for run in runs], swept_keys(runs), [s.reason for s in skipped]
+    (['0', '1'], ['model.base_width'], ['no metrics.json (unfinished or failed run?)'])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "metrics.json"
+# Override keys that only re-draw a run: runs differing only in these form one configuration.
+SEED_KEYS = ("seed", "data.seed")
+# segkit-eval's metrics.json keys for the scalar scores (flat, one split).
+_EVAL_SCALARS = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU", "pixel_error", "v_rand", "rand_error")
+
+Settings = tuple[tuple[str, "str | None"], ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its directory, its ``metrics.json`` and its overrides by key."""
+
+    path: Path
+    record: dict[str, Any]
+    overrides: dict[str, str]
+
+    def get(self, name: str) -> Any:
+        """The value of ``name`` (``/``-separated, e.g. ``val/mIoU``) in the record, or None."""
+        return lookup(self.record, name)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A PATH, job or run directory that holds no usable ``metrics.json``, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Config:
+    """Runs that differ only in their seed keys (:data:`SEED_KEYS`)."""
+
+    settings: Settings
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """``key=value`` of each swept setting, ``all runs`` when nothing but seeds was swept.
+
+        Example:
+            >>> Config((("model", "fcn8s"), ("lr", None))).label
+            'model=fcn8s lr=-'
+        """
+        return " ".join(f"{key}={'-' if value is None else value}" for key, value in self.settings) or "all runs"
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """Hydra overrides by key; ``+``/``++`` prefixes dropped, a deletion ``~key`` has value ``~``.
+
+    Example:
+        >>> parse_overrides(["model.base_width=8", "++trainer.max_time=00:00:05:00", "~logger"])
+        {'model.base_width': '8', 'trainer.max_time': '00:00:05:00', 'logger': '~'}
+    """
+    parsed: dict[str, str] = {}
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        if key.startswith("~"):
+            parsed[key[1:]] = value if sep else "~"
+        else:
+            parsed[key.lstrip("+")] = value
+    return parsed
+
+
+def lookup(record: dict[str, Any], name: str) -> Any:
+    """``record["val"]["IoU"]["a"]`` for ``val/IoU/a``; None where any part is missing.
+
+    Example:
+        >>> lookup({"val": {"mIoU": 0.5}}, "val/mIoU"), lookup({"val": {}}, "test/mIoU")
+        (0.5, None)
+    """
+    node: Any = record
+    for part in name.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def nested_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``segkit-eval`` record (flat scores of one ``split``) nested like ``segkit-train``'s.
+
+    Example:
+        >>> nested_record({"split": "test", "mIoU": 0.5, "per_class_IoU": {"a": 0.5}})["test"]
+        {'mIoU': 0.5, 'IoU': {'a': 0.5}}
+    """
+    split = record.get("split")
+    if split not in ("val", "test") or not isinstance(record.get("mIoU"), (int, float)) or split in record:
+        return record
+    scores: dict[str, Any] = {key: record[key] for key in _EVAL_SCALARS if key in record}
+    for kind in ("IoU", "Dice"):
+        if isinstance(record.get(f"per_class_{kind}"), dict):
+            scores[kind] = record[f"per_class_{kind}"]
+    return {**record, split: scores}
+
+
+def _overrides_of(run_dir: Path, record: dict[str, Any]) -> list[str]:
+    if isinstance(record.get("overrides"), list):
+        return record["overrides"]
+    saved = run_dir / ".hydra" / "overrides.yaml"  # records written before "overrides" existed
+    if saved.is_file():
+        import yaml  # PyYAML, installed with omegaconf
+
+        loaded = yaml.safe_load(saved.read_text())
+        return [str(item) for item in loaded] if isinstance(loaded, list) else []
+    return []
+
+
+def read_run(run_dir: Path) -> Run | Skipped:
+    """The run in ``run_dir`` (or a ``metrics.json`` path), or why it cannot be read."""
+    run_dir = Path(run_dir)
+    if run_dir.name == RECORD_NAME and run_dir.is_file():
+        run_dir = run_dir.parent
+    path = run_dir / RECORD_NAME
+    if not path.is_file():
+        return Skipped(run_dir, f"no {RECORD_NAME} (unfinished or failed run?)")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return Skipped(run_dir, f"unreadable {RECORD_NAME}: {error}")
+    if not isinstance(record, dict):
+        return Skipped(run_dir, f"{RECORD_NAME} holds no JSON object")
+    return Run(run_dir.resolve(), nested_record(record), parse_overrides(_overrides_of(run_dir, record)))
+
+
+def _children(container: Path) -> list[Path]:
+    """Job directories (numbered, in number order), then other subdirectories that look like runs."""
+    subdirs = [p for p in container.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    jobs = sorted((p for p in subdirs if p.name.isdigit()), key=lambda p: int(p.name))
+    runs = sorted(p for p in subdirs if not p.name.isdigit()
+                  and ((p / RECORD_NAME).is_file() or (p / ".hydra").is_dir()))
+    return jobs + runs
+
+
+def find_runs(paths: Sequence[Path | str]) -> tuple[list[Run], list[Skipped]]:
+    """The runs under ``paths`` in the order given (jobs by number), each once, and the skipped."""
+    runs: list[Run] = []
+    skipped: list[Skipped] = []
+    seen: set[Path] = set()
+    for given in map(Path, paths):
+        if not given.exists():
+            skipped.append(Skipped(given, "does not exist"))
+            continue
+        if given.is_file() or (given / RECORD_NAME).is_file() or (given / ".hydra").is_dir():
+            candidates = [given]  # one run (.hydra/: a run directory, finished or not)
+        else:
+            candidates = _children(given)
+            if not candidates:
+                skipped.append(Skipped(given, f"no {RECORD_NAME} and no numbered job or run directories in it"))
+                continue
+        for candidate in candidates:
+            found = read_run(candidate)
+            if isinstance(found, Run):
+                if found.path not in seen:
+                    seen.add(found.path)
+                    runs.append(found)
+            else:
+                skipped.append(found)
+    return runs, skipped
+
+
+def swept_keys(runs: Sequence[Run]) -> list[str]:
+    """Override keys whose values differ between ``runs`` (absent counts as a value), in first-seen order.
+
+    Example:
+        >>> a = Run(Path("a"), {}, {"model": "unet", "seed": "1", "lr": "0.1"})
+        >>> b = Run(Path("b"), {}, {"model": "unet", "seed": "2"})
+        >>> swept_keys([a, b])
+        ['seed', 'lr']
+    """
+    keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
+    return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+
+
+def group_configs(runs: Sequence[Run], swept: Sequence[str]) -> list[Config]:
+    """Runs grouped by their swept non-seed settings, configurations in first-seen order.
+
+    Example:
+        >>> runs = [Run(Path(str(i)), {}, {"w": w, "seed": s}) for i, (w, s) in enumerate(["81", "82", "41"])]
+        >>> [(c.label, len(c.runs)) for c in group_configs(runs, ["w", "seed"])]
+        [('w=8', 2), ('w=4', 1)]
+    """
+    keys = [key for key in swept if key not in SEED_KEYS]
+    configs: dict[Settings, Config] = {}
+    for run in runs:
+        settings = tuple((key, run.overrides.get(key)) for key in keys)
+        configs.setdefault(settings, Config(settings)).runs.append(run)
+    return list(configs.values())
