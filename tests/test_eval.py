@@ -7,6 +7,7 @@ import math
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import CPU, EVAL_CMD, TINY, CliRun, describe, run_cli, task_config
@@ -183,7 +184,7 @@ def test_unknown_split_is_a_user_error(cli_run: CliRun, tmp_path: Path) -> None:
 @pytest.mark.timeout(400)
 def test_ddp_on_two_cpu_processes_scores_every_image_once(cli_run: CliRun, tmp_path: Path) -> None:
     # 7 validation scenes: 4 + 3 across two ranks, where a padding sampler would score one twice.
-    scores = {}
+    scores, per_image = {}, {}
     for trainer in ("cpu", "ddp_cpu"):
         root = tmp_path / trainer
         proc = run_cli(EVAL_CMD, [f"ckpt_path={cli_run.last_ckpt}", f"trainer={trainer}", "data.val_size=7"], root)
@@ -191,6 +192,12 @@ def test_ddp_on_two_cpu_processes_scores_every_image_once(cli_run: CliRun, tmp_p
         # One run directory for the DDP run, not one per rank; one metrics.json (rank 0).
         (written,) = list((root / "logs" / "eval" / "runs").glob("*/metrics.json"))
         scores[trainer] = json.loads(written.read_text())
+        with np.load(written.parent / "per_image_confusion.npz") as npz:
+            per_image[trainer] = npz["confusion"]
+    # The ranks' per-image matrices, gathered and put back in dataset order: as on one process.
+    assert per_image["ddp_cpu"].shape[0] == 7
+    assert np.array_equal(per_image["ddp_cpu"], per_image["cpu"])
+    assert scores["ddp_cpu"]["confusion_matrix"] == scores["cpu"]["confusion_matrix"]
     for key in SCORES:
         assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
     for name, value in scores["cpu"]["per_class_IoU"].items():

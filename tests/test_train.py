@@ -200,7 +200,7 @@ def test_tensorboard_has_val_miou_per_epoch_and_prediction_images(cli_run: CliRu
     images = events.Images("val/predictions")
     assert len(images) == CLI_RUN_EPOCHS
     # One row per logged scene (6 of the 8 val scenes): input | ground truth | prediction.
-    tile = 192 + 2  # each 32-px scene fitted to the grid's 192-px tiles, plus make_grid's padding
+    tile = 256 + 2  # each 32-px scene enlarged 8x (nearest) to min_tile_size 256, plus make_grid's padding
     assert (images[-1].width - 2, images[-1].height - 2) == (3 * tile, 6 * tile)
 
 

@@ -48,8 +48,9 @@ def test_training_logs_a_grid_of_the_variable_size_validation_images(nuclei_run:
     events.Reload()
     grids = events.Images("val/predictions")
     assert grids, "no image grid was logged"
-    # Two rows (the val images, 45x31 and 33x57) of three 192-px tiles, 2-px padding.
-    assert (grids[-1].height, grids[-1].width) == (2 * 194 + 2, 3 * 194 + 2)
+    # Two rows (the val images, 45x31 and 33x57, enlarged 6x and 5x to a longer side of at
+    # least 256 px: 270x186 and 165x285) of three tiles in 270x285 cells, 2-px padding.
+    assert (grids[-1].height, grids[-1].width) == (2 * 272 + 2, 3 * 287 + 2)
 
 
 def test_the_checkpoint_keeps_the_intensity_scaling(nuclei_run: tuple[Path, Path]) -> None:

@@ -1,8 +1,10 @@
 """``segkit-eval``: evaluate a checkpoint on the val or test split.
 
 Prints a per-class IoU and Dice table and writes ``metrics.json`` (``mIoU``, ``mDice``,
-``pixel_acc``, ``mean_acc``, ``fwIoU``, ``per_class_IoU``, ``per_class_Dice``) into its own run
-directory. Examples::
+``pixel_acc``, ``mean_acc``, ``fwIoU``, ``per_class_IoU``, ``per_class_Dice``, ``class_names``,
+``confusion_matrix``) into its own run directory, with ``confusion_matrix.png``,
+``per_class_iou.png``, ``per_image.csv``, ``per_image_confusion.npz`` and ``worst_images.png``
+(:mod:`segkit.scoring.eval_files`; each image is scored in the same pass). Examples::
 
     segkit-eval ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
     segkit-eval ckpt_path=... split=test data.batch_size=32
@@ -19,14 +21,17 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.inference.tta import tta_from_config
 from segkit.models.loading import load_module
+from segkit.scoring.eval_files import write_eval_files
 from segkit.scoring.metrics import SCALAR_SCORES
+from segkit.training.per_image import PerImageScores
 
 SPLITS = ("val", "test")
 
@@ -46,8 +51,12 @@ def data_config(cfg: DictConfig) -> DictConfig:
         return cfg.data
     trained = OmegaConf.load(run_config)
     dotted = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if not o.startswith("~")])
-    # Merged into cfg so that interpolations such as ${paths.data_dir} resolve against it.
-    return OmegaConf.merge(cfg, {"data": trained.data}, dotted).data
+    # Put into (a copy of) cfg so that interpolations such as ${paths.data_dir} resolve against
+    # it; replaced, not merged: the run's data may have keys eval.yaml's default lacks (data.root).
+    base = OmegaConf.merge(cfg)
+    with open_dict(base):
+        base.data = trained.data
+    return OmegaConf.merge(base, dotted).data
 
 
 def per_class_table(names: list[str], ious: list[float], dice: list[float], title: str) -> Table:
@@ -66,13 +75,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise SegkitError(f"split={cfg.split}: choose one of {', '.join(SPLITS)}")
     L.seed_everything(cfg.seed, workers=True)
     module = load_module(cfg.ckpt_path)
+    module.test_time_augmentation = tta_from_config(cfg.inference.tta, cfg.inference.scales)
     datamodule = instantiate(data_config(cfg))
     if datamodule.num_classes != module.num_classes:
         raise SegkitError(
             f"ckpt_path={cfg.ckpt_path}: the model predicts {module.num_classes} classes but "
             f"data={type(datamodule).__name__} has {datamodule.num_classes}; evaluate on the data it was trained on"
         )
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    # Scores each image in the same pass (the step's predictions): per_image.csv, the gallery.
+    worst_k = int(OmegaConf.select(cfg, "figures.worst_k", default=8))
+    per_image = PerImageScores(module.num_classes, module.ignore_index, worst_k=worst_k)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[per_image])
     run = trainer.validate if cfg.split == "val" else trainer.test
     run(module, datamodule=datamodule, verbose=False)
     metric = module.val_metrics if cfg.split == "val" else module.test_metrics
@@ -83,6 +96,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for per_class in ("IoU", "Dice"):
         result[f"per_class_{per_class}"] = {name: logged[f"{prefix}/{per_class}/{name}"] for name in metric.class_names}
     result.update(split=cfg.split, ckpt_path=str(Path(cfg.ckpt_path).resolve()))
+    # Counts, rows = truth, columns = prediction, ignored pixels left out: the sum of the
+    # per-image matrices in per_image_confusion.npz, and what every score above comes from.
+    result.update(class_names=list(metric.class_names), confusion_matrix=per_image.total.tolist())
+    result.update(tta=cfg.inference.tta, scales=list(module.test_time_augmentation.scales))
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:  # under DDP every rank holds the same synced scores
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +109,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         console.print(per_class_table(metric.class_names, list(result["per_class_IoU"].values()),
                                       list(result["per_class_Dice"].values()), f"{prefix} scores per class"))
         console.print(f"mIoU {result['mIoU']:.4f}  mDice {result['mDice']:.4f}  pixel acc {result['pixel_acc']:.4f}  mean acc {result['mean_acc']:.4f}  f.w. IoU {result['fwIoU']:.4f}")
-        console.print(f"wrote {output_dir / 'metrics.json'}")
+        # The gallery undoes the input normalisation: the data's, else the checkpoint's.
+        normalization = getattr(module, "input_normalization", None) or {}
+        mean, std = (getattr(datamodule, key, None) for key in ("mean", "std"))
+        if mean is None or std is None:
+            mean, std = normalization.get("mean"), normalization.get("std")
+        written = [output_dir / "metrics.json"]
+        if per_image.table is not None:  # None only if no batch was scored
+            written += write_eval_files(output_dir, per_image.table, per_image.worst if worst_k > 0 else None,
+                                        metric.class_names, cfg.split, module.ignore_index, mean, std)
+        for path in written:  # plain print: one line per file, however long the path
+            print(f"wrote {path}", flush=True)
     return result
 
 

@@ -155,8 +155,10 @@ def predict(cfg: DictConfig) -> list[Path]:
     config = InferenceConfig(**cfg.inference)
     net = getattr(module, "net", None)
     # A valid-convolution net's tiles get their context here, on the image's pooling grid; its
-    # module would pad each window again, off that grid.
-    model = net if config.mode == "tile" and getattr(net, "context", None) is not None else module
+    # module would pad each window again, off that grid. Rescaled TTA views need logits of the
+    # input's size: the module's (which pads each rescaled window itself).
+    valid_tiles = config.mode == "tile" and getattr(net, "context", None) is not None
+    model = net if valid_tiles and config.scales == (1.0,) else module
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not cfg.progress_bar) as progress:

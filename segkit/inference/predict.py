@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -27,6 +28,7 @@ from segkit.data.intensity import IntensityScaling
 from segkit.errors import SegkitError
 from segkit.geometry import mirror_pad, smallest_valid_output
 from segkit.inference.tiling import Blending, WindowGrid, banded_logits
+from segkit.inference.tta import TestTimeAugmentation, tta_from_config
 
 Mode = Literal["whole", "slide", "tile"]
 ProbabilityWriter = Callable[[int, np.ndarray], None]  # (first row, probabilities (C, rows, W))
@@ -42,6 +44,10 @@ class InferenceConfig:
     blending: Blending = "gaussian"
     context: int = 32
     batch_size: int = 4
+    # Test-time augmentation of every window batch (segkit.inference.tta): none, flip or d4,
+    # at each of ``scales``.
+    tta: str = "none"
+    scales: Sequence[float] = (1.0,)
 
     def __post_init__(self) -> None:
         problems = {
@@ -55,6 +61,12 @@ class InferenceConfig:
         for key, (valid, expected) in problems.items():
             if not valid:
                 raise SegkitError(f"inference.{key}={getattr(self, key)!r}: use {expected}")
+        object.__setattr__(self, "scales", self.test_time_augmentation.scales)  # a plain tuple
+
+    @property
+    def test_time_augmentation(self) -> TestTimeAugmentation:
+        """The :class:`TestTimeAugmentation` of ``tta`` and ``scales`` (a SegkitError if bad)."""
+        return tta_from_config(self.tta, self.scales)
 
 
 def _window_geometry(net: torch.nn.Module, config: InferenceConfig) -> tuple[int, int, int, float, Blending]:
@@ -116,6 +128,9 @@ def predict_image(
     e.g. :class:`segkit.nets.PaperUNet`, maps windows padded by that context); ``net`` tells
     the geometry (defaults to ``model``). ``on_probabilities(first_row, probs)`` receives the
     softmax of every finished band; ``on_window()`` is called after every window (progress).
+    ``config.tta``/``config.scales`` average the logits of every window batch (the whole image
+    in ``whole`` mode) over flipped/rotated/rescaled views; rescaled views need a model whose
+    logits have its input's size (a valid-convolution net's module, not the net).
 
     Example:
         >>> net = torch.nn.Conv2d(3, 4, 3, padding=1)
@@ -128,8 +143,15 @@ def predict_image(
     pixels = as_array(image)
     height, width = pixels.shape[:2]
     preprocess = Preprocess(*(intensity or IntensityScaling()).bounds(pixels), mean, std)
+    tta = config.test_time_augmentation
+    if tta.scales != (1.0,) and getattr(model, "context", None) is not None:
+        raise SegkitError(
+            f"inference.scales={list(tta.scales)}: a valid-convolution net's logits are smaller than its "
+            "input, so it cannot be rescaled; pass its module as the model, or scales=[1.0]"
+        )
+    forward = model if tta.is_identity else partial(tta, model)
     if config.mode == "whole":
-        logits = model(preprocess(pixels, device))[0]
+        logits = forward(preprocess(pixels, device))[0]
         if on_probabilities is not None:
             on_probabilities(0, logits.softmax(0).cpu().numpy())
         if on_window is not None:
@@ -146,7 +168,7 @@ def predict_image(
         return _input_rows(pixels, top, bottom, context, right, preprocess, device)
 
     mask = np.empty((height, width), dtype=np.uint8)
-    for top, logits in banded_logits(model, read_rows, grid, blending, config.batch_size, on_window):
+    for top, logits in banded_logits(forward, read_rows, grid, blending, config.batch_size, on_window):
         mask[top:top + logits.shape[-2]] = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
         if on_probabilities is not None:
             on_probabilities(top, logits[0].float().softmax(0).cpu().numpy())

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segkit.inference.tta import TestTimeAugmentation
 from segkit.models.run_length import check_resumed_schedulers, run_length_kwargs
 from segkit.nets.traceable import Exportable
 from segkit.scoring.em_metrics import EMMetrics
@@ -67,6 +68,9 @@ class SegmentationModule(L.LightningModule):
     # The smallest arguments that keep the architecture's topology: what the per-architecture
     # test contract (tests/test_architecture_contract.py) builds, to run fast.
     contract_size: ClassVar[dict[str, Any]] = {}
+    # Test-time augmentation of validation and test logits (segkit-eval's inference.tta): a
+    # plain attribute, neither a hyperparameter nor saved in checkpoints; None: one plain pass.
+    test_time_augmentation: TestTimeAugmentation | None = None
 
     def __init__(
         self,
@@ -169,20 +173,36 @@ class SegmentationModule(L.LightningModule):
         self.log_dict({"train/mIoU": scores["mIoU"], "train/pixel_acc": scores["pixel_acc"]})
         self.train_metrics.reset()
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
+    def evaluation_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Validation and test logits: ``self(images)`` (each architecture's evaluation forward:
+        overlap-tile, the dense patch CNN, ...), averaged over the views of
+        :attr:`test_time_augmentation` when it is set."""
+        if self.test_time_augmentation is None:
+            return self(images)
+        return self.test_time_augmentation(self, images)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics,
+                  stage: str) -> dict[str, torch.Tensor]:
         images, masks = batch
-        logits = self(images)
-        metrics.update(logits, masks)
+        logits = self.evaluation_logits(images)
+        # max(...).indices, not argmax: same first-max tie rule, faster on CPU over dim 1.
+        preds = logits.detach().max(dim=1).indices
+        metrics.update(preds, masks)
         em_metrics = self.val_em_metrics if stage == "val" else self.test_em_metrics
         if em_metrics is not None:
-            em_metrics.update(logits, masks)
+            em_metrics.update(preds, masks)
         self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=images.shape[0], sync_dist=True)
+        return {"preds": preds, "masks": masks}
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Scores the batch; returns ``{"preds", "masks"}`` (``(N, H, W)`` class indices and
+        targets, on the module's device) for callbacks such as
+        :class:`segkit.training.per_image.PerImageScores`."""
+        return self._evaluate(batch, self.val_metrics, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """As :meth:`validation_step`, on the test split."""
+        return self._evaluate(batch, self.test_metrics, "test")
 
     def on_validation_epoch_end(self) -> None:
         logged = self.val_metrics.as_log_dict("val")

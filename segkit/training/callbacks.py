@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
@@ -18,42 +19,69 @@ def _display(image: torch.Tensor) -> torch.Tensor:
     return ((image - low) / (high - low).clamp_min(1e-8) * 255).round().to(torch.uint8)
 
 
-def fit_tile(tile: torch.Tensor, size: int, smooth: bool) -> torch.Tensor:
-    """``tile`` (3, h, w) uint8 scaled to fit ``size`` x ``size`` (aspect kept), centred on white.
-
-    Images of any size share one grid this way, and small ones are enlarged (nearest for
-    masks, so class boundaries stay sharp).
+def upscale_tile(tile: torch.Tensor, min_size: int) -> torch.Tensor:
+    """``tile`` (C, h, w) enlarged by the smallest whole factor that makes its longer side at
+    least ``min_size`` px, by nearest neighbour (each pixel becomes a constant block); a tile
+    that is already that large is returned unchanged.
 
     Example:
-        >>> fit_tile(torch.zeros(3, 20, 40, dtype=torch.uint8), 64, smooth=True).shape
-        torch.Size([3, 64, 64])
+        >>> upscale_tile(torch.zeros(3, 64, 32, dtype=torch.uint8), 256).shape
+        torch.Size([3, 256, 128])
+        >>> upscale_tile(torch.zeros(3, 300, 300, dtype=torch.uint8), 256).shape
+        torch.Size([3, 300, 300])
     """
-    height, width = tile.shape[-2:]
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    mode = {"mode": "bilinear", "antialias": True, "align_corners": False} if smooth else {"mode": "nearest-exact"}
-    resized = F.interpolate(tile[None].float(), size=(new_h, new_w), **mode)[0].round().clamp(0, 255).to(torch.uint8)
-    canvas = torch.full((3, size, size), 255, dtype=torch.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[:, top:top + new_h, left:left + new_w] = resized
+    factor = max(1, math.ceil(min_size / max(tile.shape[-2:])))
+    if factor == 1:
+        return tile
+    return tile.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def pad_tile(tile: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``tile`` (3, h, w) uint8 centred on a white ``height`` x ``width`` canvas (no scaling).
+
+    Example:
+        >>> pad_tile(torch.zeros(3, 2, 2, dtype=torch.uint8), 4, 3)[0].tolist()
+        [[255, 255, 255], [0, 0, 255], [0, 0, 255], [255, 255, 255]]
+    """
+    h, w = tile.shape[-2:]
+    canvas = torch.full((3, height, width), 255, dtype=torch.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas[:, top:top + h, left:left + w] = tile
     return canvas
 
 
-class SegmentationImageLogger(L.Callback):
-    """Every validation epoch, log a grid ``input | ground truth | prediction`` to TensorBoard.
-
-    Uses the same first ``num_images`` validation images every epoch, so the grids show one
-    scene sharpening over training. Images of different sizes are each predicted whole and
-    fitted to ``tile_size`` px for display. Rank 0 only; a no-op without a TensorBoardLogger.
+def overlay_mask(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """The class colours of ``mask`` (H, W) blended over ``image`` (3, H, W) uint8.
 
     Example:
-        >>> callback = SegmentationImageLogger(num_images=4)  # then Trainer(callbacks=[callback])
+        >>> overlay_mask(torch.full((3, 1, 1), 200, dtype=torch.uint8), torch.tensor([[1]])).flatten().tolist()
+        [164, 100, 100]
+    """
+    blended = (1 - alpha) * image.float() + alpha * colorize(mask).float()
+    return blended.round().clamp(0, 255).to(torch.uint8)
+
+
+class SegmentationImageLogger(L.Callback):
+    """Every validation epoch, log a grid of the first ``num_images`` validation images to
+    TensorBoard, one row each: ``input | ground truth | prediction``, and with ``overlay`` a
+    fourth tile, the prediction's colours blended over the input (alpha 0.5).
+
+    Uses the same images every epoch, so the grids show one scene sharpening over training.
+    Each image is predicted whole; tiles smaller than ``min_tile_size`` px (longer side) are
+    enlarged by a whole factor with nearest neighbour, so pixels stay sharp blocks (a 64-px
+    image becomes 256 px), larger ones are shown as they are; tiles of different sizes are
+    centred on white cells of the largest one. Rank 0 only; a no-op without a TensorBoardLogger.
+
+    Example:
+        >>> callback = SegmentationImageLogger(num_images=4, overlay=True)  # then Trainer(callbacks=[callback])
     """
 
-    def __init__(self, num_images: int = 6, tag: str = "val/predictions", tile_size: int = 192) -> None:
+    def __init__(self, num_images: int = 6, tag: str = "val/predictions", min_tile_size: int = 256,
+                 overlay: bool = False) -> None:
         self.num_images = num_images
         self.tag = tag
-        self.tile_size = tile_size
+        self.min_tile_size = min_tile_size
+        self.overlay = overlay
         self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _fixed_samples(self, trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -63,18 +91,33 @@ class SegmentationImageLogger(L.Callback):
             self._samples = [tuple(dataset[i][:2]) for i in range(min(self.num_images, len(dataset)))]  # type: ignore[misc]
         return self._samples
 
+    def row(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> list[torch.Tensor]:
+        """The tiles of one image (3, H, W) uint8, enlarged to ``min_tile_size`` but not padded."""
+        shown = _display(image)
+        tiles = [shown, colorize(mask), colorize(prediction)]
+        if self.overlay:
+            tiles.append(overlay_mask(shown, prediction))
+        return [upscale_tile(tile, self.min_tile_size) for tile in tiles]
+
+    def grid(self, rows: list[list[torch.Tensor]]) -> torch.Tensor:
+        """``rows`` of tiles as one image (3, H, W) uint8, each tile centred in a cell of the largest tile's size."""
+        tiles = [tile for row in rows for tile in row]
+        height, width = max(t.shape[-2] for t in tiles), max(t.shape[-1] for t in tiles)
+        padded = torch.stack([pad_tile(tile, height, width) for tile in tiles])
+        return make_grid(padded, nrow=len(rows[0]), padding=2, pad_value=255)
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
             return
-        tiles = []
+        rows = []
         with torch.no_grad():
             for image, mask in self._fixed_samples(trainer):
                 prediction = pl_module(image[None].to(pl_module.device)).argmax(dim=1)[0].cpu()
-                tiles += [fit_tile(_display(image), self.tile_size, smooth=True),
-                          fit_tile(colorize(mask), self.tile_size, smooth=False),
-                          fit_tile(colorize(prediction), self.tile_size, smooth=False)]
-        grid = make_grid(torch.stack(tiles), nrow=3, padding=2, pad_value=255)
+                rows.append(self.row(image, mask, prediction))
+        if not rows:
+            return
+        grid = self.grid(rows)
         for logger in loggers:
             logger.experiment.add_image(self.tag, grid, global_step=trainer.global_step)
 
