@@ -227,3 +227,29 @@ def test_console_script_runs(multirun: Path, tmp_path: Path) -> None:
     assert f"wrote {out / 'report.md'}" in proc.stdout
     help_proc = subprocess.run([*REPORT_CMD, "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert help_proc.returncode == 0 and "segkit-report --paired" in help_proc.stdout
+
+
+@pytest.mark.timeout(400)
+def test_a_real_sweep_reports_the_values_each_run_logged(tmp_path: Path) -> None:
+    # segkit-train -m over two seeds (tiny runs), then segkit-report on the multirun directory:
+    # each row equals the run's metrics.json, which equals what the run logged to TensorBoard.
+    from helpers import QUIET_CALLBACKS, TINY, TRAIN_CMD, run_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli(TRAIN_CMD, ["-m", *TINY, *QUIET_CALLBACKS, "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    proc = subprocess.run([*REPORT_CMD, str(sweep)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, describe(proc)
+    rows = {Path(row["run_dir"]).name: row for row in read_csv(sweep / "report.csv")}
+    assert sorted(rows) == ["0", "1"] and [rows[j]["seed"] for j in ("0", "1")] == ["1", "2"]
+    for job, row in rows.items():
+        logged = json.loads((sweep / job / "metrics.json").read_text())
+        assert float(row["test/mIoU"]) == logged["test"]["mIoU"]
+        assert float(row["val/mIoU_best"]) == logged["val"]["mIoU_best"]
+        events = EventAccumulator(str(sweep / job / "tensorboard"))
+        events.Reload()
+        assert events.Scalars("test/mIoU")[-1].value == pytest.approx(logged["test"]["mIoU"], abs=1e-7)
+        assert events.Scalars("val/mIoU")[-1].value == pytest.approx(logged["val"]["mIoU"], abs=1e-7)
+    by_config = read_csv(sweep / "report_by_config.csv")
+    assert len(by_config) == 1 and by_config[0]["n"] == "2"  # the seeds of one configuration
