@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import OmegaConf, read_write
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
@@ -54,7 +54,8 @@ def multirun_job_ranks() -> Iterator[None]:
     with read_write(narrowed.hydra):  # type: ignore[union-attr]
         narrowed.hydra.run.dir = job.runtime.output_dir  # type: ignore[union-attr]
     instance.cfg = narrowed
-    sys.argv = [saved_argv[0], *job.overrides.task, "hydra.mode=RUN"]
+    overrides = OmegaConf.to_container(job.overrides.task, resolve=False)  # as typed: ${...} unresolved
+    sys.argv = [saved_argv[0], *map(str, overrides), "hydra.mode=RUN"]  # type: ignore[arg-type]
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ from segkit.cli.argv import hoist_multirun_flag, multirun_job_ranks
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
-from segkit.training.run_record import write_run_record
+from segkit.training.run_record import run_overrides, write_run_record
 
 log = logging.getLogger("segkit.train")
 
@@ -73,7 +73,7 @@ def command_line_keys() -> set[str]:
     """Config keys set on this run's command line (``trainer.max_steps=...``, ``++a.b=...``)."""
     if not HydraConfig.initialized():
         return set()
-    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+    return {override.split("=", 1)[0].lstrip("+~") for override in run_overrides()}
 
 
 def budget_seconds(max_time: object) -> float:

@@ -39,8 +39,11 @@ def nest_scores(flat: dict[str, float]) -> dict[str, Any]:
 
 
 def run_overrides() -> list[str]:
-    """This run's command-line overrides (a sweep job's own values included), if under Hydra."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    """This run's command-line overrides (a sweep job's own values included), if under Hydra,
+    as typed: ``x=${paths.output_dir}/y`` stays unresolved."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]  # type: ignore[union-attr]
 
 
 def run_record(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, metrics: dict[str, float],
