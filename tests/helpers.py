@@ -221,3 +221,62 @@ class RecordRankHparams(L.Callback):
         # The optimiser comes from a partial (not an hparam); its keywords are the configured values.
         hparams["optimizer"] = {k: v for k, v in pl_module.optimizer_factory.keywords.items() if isinstance(v, (int, float))}
         (self.dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(hparams, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a console command did when run in-process by :func:`run_in_process`."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The lines that say ``<program>: error: ...`` (segkit's one-line user errors)."""
+        return [line for line in self.stderr.splitlines() if ": error: " in line]
+
+
+def run_in_process(main: object, argv: Sequence[str], root: Path | None = None) -> CommandResult:
+    """Run a console entry point (``segkit.cli.train.main`` ...) in this process, as if launched
+    with ``argv``: about 0.2 s instead of a subprocess's 5 s, for the many bad-input cases.
+
+    ``root`` becomes ``SEGKIT_ROOT`` (where ``paths.root_dir`` points) for the call.
+    """
+    import contextlib
+    import io
+
+    saved_argv, saved_root = sys.argv, os.environ.get("SEGKIT_ROOT")
+    sys.argv = ["segkit", *argv]
+    if root is not None:
+        os.environ["SEGKIT_ROOT"] = str(root)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()  # type: ignore[operator]
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        if saved_root is None:
+            os.environ.pop("SEGKIT_ROOT", None)
+        else:
+            os.environ["SEGKIT_ROOT"] = saved_root
+    return CommandResult(code, out.getvalue(), err.getvalue())
+
+
+def assert_one_line_error(result: CommandResult, *names: str) -> None:
+    """Exit code 2, exactly one ``error:`` line naming each of ``names``, and no traceback."""
+    context = f"exit {result.code}\n--- stderr ---\n{result.stderr[-3000:]}\n--- stdout ---\n{result.stdout[-1500:]}"
+    assert result.code == 2, context
+    assert len(result.error_lines) == 1, context
+    assert "Traceback" not in result.stderr + result.stdout, context
+    for name in names:
+        assert name in result.error_lines[0], f"{name!r} not in the error line\n{context}"
+
+
+def tree_state(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: compare before and after to show nothing changed."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
