@@ -280,3 +280,39 @@ def tree_state(root: Path) -> dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process at a chosen point of training, once (a marker file in ``once``
+    per DDP rank lets the same command run again to resume):
+
+    - ``train_batch``: as optimiser step ``step`` is about to start (``global_step == step``);
+    - ``epoch_end``: at the end of the training epoch in which step ``step`` was reached;
+    - ``validation``: in the first validation batch once ``global_step >= step``.
+    """
+
+    def __init__(self, step: int, once: str, at: str = "train_batch") -> None:
+        if at not in ("train_batch", "epoch_end", "validation"):
+            raise ValueError(f"at={at}")
+        self.step, self.once, self.at = step, Path(once), at
+
+    def _kill(self, trainer: L.Trainer) -> None:
+        marker = self.once / f"killed.rank{trainer.global_rank}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
+        if self.at == "train_batch" and trainer.global_step == self.step:
+            self._kill(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at == "epoch_end" and trainer.global_step >= self.step:
+            self._kill(trainer)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.at == "validation" and not trainer.sanity_checking and trainer.global_step >= self.step:
+            self._kill(trainer)

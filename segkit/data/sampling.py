@@ -161,6 +161,9 @@ class ResumableDataLoader(DataLoader):
         self._resumable = isinstance(self.sampler, EpochSampler) and self.batch_size is not None
         self._position = 0  # batches handed out in the current epoch
         self._resume_at = 0
+        # Batches the trainer takes from an epoch, when fewer than the loader holds
+        # (``limit_train_batches``); set by ExactResume as each epoch starts.
+        self.epoch_batches: int | None = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self._position, self._resume_at = self._resume_at, 0
@@ -174,7 +177,8 @@ class ResumableDataLoader(DataLoader):
         """``{"epoch", "batches"}``: the next batch to hand out is batch ``batches`` of ``epoch``."""
         if not self._resumable:
             return {}
-        if self._position >= len(self):
+        epoch_end = min(len(self), self.epoch_batches) if self.epoch_batches else len(self)
+        if self._position >= epoch_end:
             return {"epoch": self.sampler.epoch + 1, "batches": 0}
         return {"epoch": self.sampler.epoch, "batches": self._position}
 

@@ -99,6 +99,13 @@ class SegmentationCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_not_saved(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The last steps of a run need not end in a validation (an int val_check_interval,
+        # check_val_every_n_epoch > 1): last.ckpt holds the final weights all the same.
+        super().on_train_end(trainer, pl_module)
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_if_not_saved(trainer)
+
     def save_last_now(self, trainer: L.Trainer) -> str:
         """Write ``last.ckpt`` now (a stop signal: :class:`segkit.training.preemption.Preemption`);
         return its path. Through this callback, so that the checkpoint it restores knows the file."""
@@ -179,6 +186,13 @@ class ExactResume(L.Callback):
         loader = trainer.train_dataloader if trainer is not None else None
         if isinstance(loader, ResumableDataLoader) and "train_loader" in state:
             loader.load_state_dict(state["train_loader"])
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # An epoch cut short by limit_train_batches ends before the loader runs out: the saved
+        # place must then point at the next epoch's start, not at the rest of this one.
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableDataLoader) and isinstance(trainer.num_training_batches, int):
+            loader.epoch_batches = trainer.num_training_batches
 
 
 def _generator_states() -> dict[str, Any]:
