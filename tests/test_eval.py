@@ -163,15 +163,15 @@ def test_a_checkpoint_from_before_model_loss_loads_with_its_loss(cli_run: CliRun
 def test_load_module_refuses_a_torch_file_that_is_not_a_segkit_checkpoint(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    with pytest.raises(SegkitError, match="not a segkit model checkpoint"):
+    with pytest.raises(SegkitError, match="not a segkit-train checkpoint"):
         load_module(str(foreign))
 
 
-def test_load_module_refuses_a_module_outside_segkit_models(tmp_path: Path) -> None:
-    # The class to rebuild is read from the file: only segkit.models classes are accepted.
+def test_load_module_refuses_a_module_outside_segkit(tmp_path: Path) -> None:
+    # The class to rebuild is read from the file: only segkit's classes are accepted.
     hostile = tmp_path / "hostile.ckpt"
     torch.save({"segkit_module": "os:system", "state_dict": {}}, hostile)
-    with pytest.raises(SegkitError, match="not a segkit model checkpoint"):
+    with pytest.raises(SegkitError, match="names os:system: refused"):
         load_module(str(hostile))
 
 

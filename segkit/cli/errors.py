@@ -44,6 +44,9 @@ def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..
                 if user_error is None:
                     raise
                 print(f"{program}: error: {user_error}", file=sys.stderr)
+                from segkit.training.run_dir_guard import discard_fresh_run_dir
+
+                discard_fresh_run_dir()
                 # SystemExit is not an Exception, so Hydra lets it through with this code.
                 raise SystemExit(2) from None
 

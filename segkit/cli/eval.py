@@ -32,6 +32,7 @@ from segkit.models.loading import load_module
 from segkit.scoring.eval_files import write_eval_files
 from segkit.scoring.metrics import SCALAR_SCORES
 from segkit.training.per_image import PerImageScores
+from segkit.trust import check_config_targets
 
 SPLITS = ("val", "test")
 
@@ -50,6 +51,8 @@ def data_config(cfg: DictConfig) -> DictConfig:
     if any(o.split("=")[0].lstrip("+~") == "data" for o in overrides) or not run_config.is_file():
         return cfg.data
     trained = OmegaConf.load(run_config)
+    # A run directory may come from someone else: its config may name segkit's classes only.
+    check_config_targets(OmegaConf.to_container(trained.data, resolve=False), f"{run_config} (data)")
     dotted = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if not o.startswith("~")])
     # Put into (a copy of) cfg so that interpolations such as ${paths.data_dir} resolve against
     # it; replaced, not merged: the run's data may have keys eval.yaml's default lacks (data.root).

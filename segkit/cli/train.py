@@ -12,7 +12,6 @@ Examples::
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 import time
 from datetime import timedelta
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -31,6 +29,7 @@ from segkit.cli.argv import hoist_multirun_flag, multirun_job_ranks
 from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.models.loading import read_checkpoint
 from segkit.training.run_record import run_overrides, write_run_record
 
 log = logging.getLogger("segkit.train")
@@ -127,6 +126,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _train(cfg: DictConfig) -> dict[str, float]:
     started = time.monotonic()
     check_required(cfg)
+    # Before anything is built: a bad checkpoint path or file is refused in one line.
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
+    resume_step = read_checkpoint(Path(ckpt_path)).get("global_step") if ckpt_path else None
     apply_time_budget(cfg, command_line_keys())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -139,19 +141,11 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and trainer.loggers:
         log_run_config(cfg, model, trainer.loggers)
 
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     if cfg.train:
-        try:
-            if ckpt_path and trainer.is_global_zero:
-                step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-                log.info("resuming from %s (step %s)", ckpt_path, step)
-            # weights_only: a checkpoint holds plain data; nothing stored in it is executed.
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise SegkitError(
-                f"ckpt_path={cfg.ckpt_path}: refused, the file holds objects other than plain data "
-                f"({str(error).splitlines()[0][:120]}); resume only from checkpoints written by segkit-train"
-            ) from None
+        if ckpt_path and trainer.is_global_zero:
+            log.info("resuming from %s (step %s)", ckpt_path, resume_step)
+        # weights_only: a checkpoint holds plain data; nothing stored in it is executed.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

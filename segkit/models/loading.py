@@ -14,8 +14,8 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ import torch
 
 from segkit.errors import SegkitError
 from segkit.models.base import SegmentationModule
+from segkit.scoring.losses import check_stored_loss
+from segkit.trust import trusted_class
 
 
 def upgrade_hyperparameters(hparams: dict[str, Any]) -> bool:
@@ -43,30 +45,64 @@ def upgrade_hyperparameters(hparams: dict[str, Any]) -> bool:
     return True
 
 
+def read_checkpoint(path: Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """The contents of a checkpoint written by ``segkit-train``, as plain data.
+
+    Refuses, in one line naming ``key=path``, a missing, empty, damaged or foreign file (a bare
+    ``torch.save`` of weights has no ``segkit_module``), and one holding objects other than
+    plain data (``weights_only``: nothing stored in a checkpoint is executed).
+    """
+    shown = f"{key}={str(path)!r}" if "\n" in str(path) else f"{key}={path}"
+    if not path.is_file():
+        raise SegkitError(f"{shown}: no such file; pass a .ckpt written by segkit-train")
+    if path.stat().st_size == 0:
+        raise SegkitError(f"{shown}: the file is empty (0 bytes); pass a .ckpt written by segkit-train")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise SegkitError(
+            f"{shown}: refused, the file holds objects other than plain data "
+            f"({str(error).splitlines()[0][:120]}); use checkpoints written by segkit-train"
+        ) from None
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        raise SegkitError(
+            f"{shown}: not a loadable checkpoint ({type(error).__name__}); pass a .ckpt written by segkit-train"
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "segkit_module"} <= checkpoint.keys():
+        raise SegkitError(
+            f"{shown}: not a segkit-train checkpoint (no 'state_dict' and 'segkit_module' entries: a bare "
+            "torch.save of weights?); use one from <run dir>/checkpoints/"
+        )
+    return checkpoint
+
+
+def checkpoint_module_class(checkpoint: dict[str, Any], source: str) -> type[SegmentationModule]:
+    """The SegmentationModule class a checkpoint names, checked before anything is imported."""
+    cls = trusted_class(str(checkpoint["segkit_module"]), f"{source} (segkit_module)")
+    if not issubclass(cls, SegmentationModule):
+        raise SegkitError(f"{source}: segkit_module={checkpoint['segkit_module']} is not a segkit model module")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    check_stored_loss(hparams.get("loss"), source)
+    names, count = hparams.get("class_names"), hparams.get("num_classes")
+    if names is not None and (not isinstance(count, int) or len(names) != count):
+        raise SegkitError(
+            f"{source}: num_classes={count} but {len(names)} class names {list(names)[:8]}; the checkpoint "
+            "is inconsistent (edited?), use one written by segkit-train"
+        )
+    return cls
+
+
 def load_module(ckpt_path: str) -> SegmentationModule:
     """Rebuild the LightningModule that wrote ``ckpt_path`` (a segkit checkpoint) on the CPU."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise SegkitError(f"ckpt_path={ckpt_path}: no such file; pass a .ckpt written by segkit-train")
-    try:
-        # weights_only: plain tensors and containers only, so no code from the file runs.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt/foreign files
-        raise SegkitError(
-            f"ckpt_path={ckpt_path}: not a loadable checkpoint ({type(error).__name__}); "
-            "pass a .ckpt written by segkit-train"
-        ) from None
-    target = checkpoint.get("segkit_module") if isinstance(checkpoint, dict) else None
-    module_name, _, class_name = (target or "").partition(":")
-    if not module_name.startswith("segkit.models"):
-        raise SegkitError(f"ckpt_path={ckpt_path}: not a segkit model checkpoint (no 'segkit_module' entry); use one from <run dir>/checkpoints/")
+    checkpoint = read_checkpoint(path)
+    cls = checkpoint_module_class(checkpoint, f"ckpt_path={ckpt_path}")
     source: Path | io.BytesIO = path
     if upgrade_hyperparameters(checkpoint.get("hyper_parameters", {})):
         source = io.BytesIO()
         torch.save(checkpoint, source)
         source.seek(0)
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
         module = cls.load_from_checkpoint(source, map_location="cpu", weights_only=True)
     except (AttributeError, ImportError, RuntimeError, TypeError, KeyError) as error:
         raise SegkitError(f"ckpt_path={ckpt_path}: incompatible with this segkit version ({type(error).__name__}: {str(error).splitlines()[0]})") from None

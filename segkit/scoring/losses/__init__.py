@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from segkit.errors import SegkitError
+from segkit.trust import trusted_class
 from segkit.scoring.losses.pixel import (
     CrossEntropyLoss,
     DiceLoss,
@@ -56,6 +57,19 @@ def _loss_class(name: str) -> type[nn.Module]:
     return found
 
 
+def check_stored_loss(spec: Mapping[str, Any] | None, source: str) -> None:
+    """Refuse a loss spec read from a file (a checkpoint) whose names are neither segkit's
+    losses nor segkit classes: building it would import what it names (:mod:`segkit.trust`)."""
+    if not spec:
+        return
+    name = str(spec.get("name"))
+    if name == "sum":
+        for term in spec.get("terms") or []:
+            check_stored_loss(term, source)
+    elif name not in LOSSES and not issubclass(trusted_class(name, f"{source} (model.loss.name)"), nn.Module):
+        raise SegkitError(f"{source}: model.loss.name={name} is not a loss (an nn.Module)")
+
+
 def build_loss(spec: Mapping[str, Any] | None, num_classes: int, ignore_index: int) -> nn.Module:
     """The loss that ``spec`` describes (``None``: cross-entropy), for ``num_classes`` classes."""
     options = dict(spec or {"name": "cross_entropy"})
@@ -81,5 +95,5 @@ def build_loss(spec: Mapping[str, Any] | None, num_classes: int, ignore_index: i
 
 __all__ = [
     "LOSSES", "CrossEntropyLoss", "DiceLoss", "FocalLoss", "WeightMapCrossEntropy", "WeightedSum", "build_loss",
-    "class_weight_map", "unet_weight_map",
+    "check_stored_loss", "class_weight_map", "unet_weight_map",
 ]
