@@ -14,6 +14,7 @@ from segkit.data.base import resolve_num_workers
 from segkit.data.sampling import EpochSampler, ResumableDataLoader
 from segkit.data.shapes import SHAPES_MEAN, SHAPES_STD
 from segkit.data.shapes_render import IGNORE_INDEX
+from segkit.errors import SegkitError
 
 
 def batches(dataset: ShapesDataset, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +203,7 @@ def test_resolve_num_workers_auto_without_affinity_uses_cpu_count(
 
 @pytest.mark.parametrize("bad", [-1, "two", "4"])
 def test_resolve_num_workers_rejects_other_values(bad: int | str) -> None:
-    with pytest.raises(ValueError, match="num_workers"):
+    with pytest.raises(SegkitError, match="data.num_workers"):
         resolve_num_workers(bad)
 
 

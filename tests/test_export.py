@@ -74,8 +74,7 @@ def assert_matches_module(ckpt: Path, run, in_channels: int) -> None:
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_onnx_runtime_matches_pytorch_on_two_other_sizes(checkpoints: dict[str, Path], model: str, tmp_path: Path) -> None:
-    import onnxruntime
-
+    onnxruntime = pytest.importorskip("onnxruntime")  # an optional extra: segkit[export]
     meta = export(task_config("export", [f"ckpt_path={checkpoints[model]}"], tmp_path))
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     in_channels = meta["in_channels"]

@@ -10,20 +10,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from helpers import cli_env, describe
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from optuna.distributions import (
+
+# Optuna is an optional extra (segkit[sweep]): without it this file is skipped, not a collection error.
+optuna = pytest.importorskip("optuna")
+
+from optuna.distributions import (  # noqa: E402
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import TrialState
+from optuna.trial import TrialState  # noqa: E402
 
-from hydra_plugins.segkit_optuna_sweeper import _search_space
-from hydra_plugins.segkit_optuna_sweeper._search_space import parse_search_space
+from hydra_plugins.segkit_optuna_sweeper import _search_space  # noqa: E402
+from hydra_plugins.segkit_optuna_sweeper._search_space import parse_search_space  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "optuna_app.py"
 X_PARAM = "+hydra.sweeper.params.x='interval(0, 1)'"

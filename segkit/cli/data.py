@@ -39,6 +39,21 @@ LAYOUT = "{train,val,test}/{images,masks}/<name>.<ext>"
 SHOWN_CLASSES = 16
 
 
+def _shown(path: Path | str) -> str:
+    """``path`` for a one-line message, escaped when unprintable (as segkit.data.readers.shown)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _no_directory(path: Path) -> str:
+    """Why ``path`` is no directory: a symlink loop or broken link, or nothing there."""
+    if path.is_symlink():
+        from segkit.data.folder_index import missing_directory
+
+        return missing_directory(path)
+    return "no such directory"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
         raise SegkitError(f"{message}; see {PROGRAM} --help")
@@ -166,11 +181,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Audit ``args.root``, print, write the JSON report; the exit status."""
     root, out = Path(args.root).expanduser().absolute(), Path(args.out)
     if not root.is_dir():
-        raise SegkitError(f"{args.root}: no such directory; pass the folder holding {LAYOUT} (test/ is optional)")
+        raise SegkitError(f"{_shown(args.root)}: {_no_directory(Path(args.root).expanduser())}; pass the folder "
+                          f"holding {LAYOUT} (test/ is optional)")
     if out.exists() and not args.overwrite:
-        raise SegkitError(f"{out} exists; pass --overwrite to replace it, or another --out")
+        raise SegkitError(f"{_shown(out)} exists; pass --overwrite to replace it, or another --out")
     if not out.parent.is_dir():
-        raise SegkitError(f"--out {out}: no such directory {out.parent}; create it or choose another --out")
+        raise SegkitError(
+            f"--out {_shown(out)}: no such directory {_shown(out.parent)}; create it or choose another --out")
     from segkit.data.audit import build_report, scan_root
     from segkit.data.masks import MaskDecoder
     from segkit.data.preflight import PreflightCache

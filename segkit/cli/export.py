@@ -28,6 +28,7 @@ from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.errors import file_in_the_way, shown
 from segkit.inference import export as ex
 from segkit.models.loading import load_module
 
@@ -35,20 +36,40 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 DEFAULT_SIDE = 64
 
 
+
+
 def output_paths(cfg: DictConfig) -> tuple[Path, Path]:
-    """``(model file, its JSON description)``, refusing to replace either without overwrite=true."""
+    """``(model file, its JSON description)``, refusing a folder in their place, a file in their
+    way and, without overwrite=true, an existing file."""
     if cfg.output is None:
         model = Path(cfg.paths.output_dir) / FORMATS[cfg.format]
         meta = model.with_name("export.json")
     else:
-        model = Path(cfg.output)
+        model, where = Path(cfg.output), f"output={shown(cfg.output)}"
+        if model.is_dir():
+            example = shown(model / FORMATS[cfg.format])
+            raise SegkitError(f"{where} is a folder; give the model file's path, e.g. output={example}")
+        blocker = file_in_the_way(model)
+        if blocker is not None:
+            raise SegkitError(f"{where}: {shown(blocker)} is a file, not a folder; choose another output=")
         meta = model.with_suffix(".json")
         if meta == model:
-            raise SegkitError(f"output={cfg.output}: the .json name is taken by the description; use another suffix")
-    for path in (model, meta):
+            raise SegkitError(f"{where}: the .json name is taken by the description; use another suffix")
+    for path, what in ((model, "model"), (meta, "description")):
+        if path.exists() and not path.is_file():
+            raise SegkitError(f"{shown(path)} is a folder, where the {what} would go; move it or pick another output=")
         if path.exists() and not cfg.overwrite:
-            raise SegkitError(f"{path} exists; pass overwrite=true to replace it, or another output=")
+            raise SegkitError(f"{shown(path)} exists; pass overwrite=true to replace it, or another output=")
     return model, meta
+
+
+def check_onnx(opset: object) -> None:
+    """Refuse an opset torch does not export, then a missing onnx package."""
+    valid = ex.supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in valid:
+        raise SegkitError(f"opset={shown(opset)}: torch {torch.__version__} exports ONNX opsets "
+                          f"{valid.start} to {valid.stop - 1}; pass one of them, e.g. opset=17")
+    ex.require_onnx()
 
 
 def example_sizes(size: Any, min_side: int) -> list[tuple[int, int]]:
@@ -86,8 +107,10 @@ def _write(net: torch.nn.Module, example: torch.Tensor, cfg: DictConfig, path: P
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` as ``cfg.format``; return (and write) its JSON description."""
     if cfg.format not in FORMATS:
-        raise SegkitError(f"format={cfg.format}: choose one of {', '.join(FORMATS)}")
+        raise SegkitError(f"format={shown(cfg.format)}: choose one of {', '.join(FORMATS)}")
     model_path, meta_path = output_paths(cfg)
+    if cfg.format == "onnx":
+        check_onnx(cfg.opset)
     module = load_module(cfg.ckpt_path)
     target = ex.exportable(module)
     sizes = example_sizes(cfg.size, target.min_side)

@@ -8,8 +8,9 @@ Examples::
 
 For every image ``<stem>.<ext>``: ``<stem>.png`` (class indices as a palette PNG, the input's
 size), optionally ``<stem>_overlay.png`` and ``<stem>_probs.npy`` (float16 ``(C, H, W)``).
-Never writes into the input's directory; refuses to replace existing outputs unless
-``overwrite=true`` (checked for every image before the first prediction).
+Never writes into the input's directory; refuses two outputs on one path (``a.png`` and ``a.tif``;
+``a.png``'s overlay and ``a_overlay.png``'s mask) and, unless ``overwrite=true``, existing outputs:
+all checked for every image, with ``device=``, before the model is loaded.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_intensity_config, training_normalization
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.errors import file_in_the_way, shown
 from segkit.data.intensity import IntensityScaling
 from segkit.data.readers import match_channels, read_array
 from segkit.inference.predict import InferenceConfig, predict_image
@@ -55,11 +57,45 @@ def input_images(path: str) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise SegkitError(f"input={path}: no such file or directory; pass an image file or a folder of images")
+        raise SegkitError(f"input={shown(path)}: no such file or directory; pass an image file or a folder of images")
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise SegkitError(f"input={path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise SegkitError(f"input={shown(path)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files
+
+
+
+
+def resolve_device(spec: object) -> torch.device:
+    """The device of ``device=``: auto (CUDA if available, else the CPU) or one torch knows and
+    this machine has; refused before the model is loaded."""
+    text = str(spec)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        choices = "auto, cpu, cuda, cuda:N or mps"
+        raise SegkitError(f"device={shown(text)}: torch knows no such device; use {choices}") from None
+    problem = device_problem(device)
+    if problem is not None:
+        raise SegkitError(f"device={shown(text)}: {problem}; use auto or cpu")
+    return device
+
+
+def device_problem(device: torch.device) -> str | None:
+    """Why this machine cannot predict on ``device``, or ``None``."""
+    if device.type == "cpu":
+        return None
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    if not callable(getattr(backend, "is_available", None)):
+        return f"segkit-predict does not run on {device.type} devices"
+    if not backend.is_available():  # type: ignore[union-attr]
+        return f"{device.type.upper()} is not available on this machine"
+    count = int(getattr(backend, "device_count", lambda: 1)())
+    if device.index is not None and device.index >= count:
+        return f"this machine has {count} {device.type} device(s), {device.type}:0 to {device.type}:{count - 1}"
+    return None
 
 
 def output_files(image: Path, output: Path, cfg: DictConfig) -> dict[str, Path]:
@@ -71,23 +107,41 @@ def output_files(image: Path, output: Path, cfg: DictConfig) -> dict[str, Path]:
     return files
 
 
+def planned_outputs(images: list[Path], output: Path, cfg: DictConfig) -> dict[Path, Path]:
+    """Every file this run would write, with the image it comes from; refused if two share a path."""
+    owners: dict[Path, tuple[Path, str]] = {}
+    for image in images:
+        for kind, path in output_files(image, output, cfg).items():
+            if path in owners:
+                first, first_kind = owners[path]
+                raise SegkitError(
+                    f"input={shown(cfg.input)}: {shown(first)}'s {first_kind} and {shown(image)}'s {kind} would "
+                    f"both be written to {shown(path)}; rename one of the images or predict them into separate "
+                    "output folders"
+                )
+            owners[path] = (image, kind)
+    return {path: image for path, (image, _) in owners.items()}
+
+
 def check_output(images: list[Path], cfg: DictConfig) -> Path:
-    """The output directory, after refusing the input's directory and existing files."""
-    output = Path(cfg.output).resolve()
+    """The output folder (not created yet), after refusing a file in its place or its way, the
+    input's folder, two outputs on one path and outputs that exist (unless ``overwrite``)."""
+    given, where = Path(cfg.output), f"output={shown(cfg.output)}"
+    if given.exists() and not given.is_dir():
+        raise SegkitError(f"{where} is a file, not a folder; pass a folder for the masks (created if missing)")
+    blocker = file_in_the_way(given)
+    if blocker is not None:
+        raise SegkitError(f"{where}: {shown(blocker)} is a file, not a folder; choose another output=")
+    output = given.resolve()
     for image in images:
         if output == image.parent.resolve() or image.parent.resolve() in output.parents:
-            raise SegkitError(
-                f"output={cfg.output} is inside the input's folder {image.parent}; choose another output folder"
-            )
-    if not cfg.overwrite:
-        for image in images:
-            for path in output_files(image, output, cfg).values():
-                if path.exists():
-                    raise SegkitError(f"{path} exists; pass overwrite=true to replace it, or another output=")
-    stems = [image.stem for image in images]
-    if len(set(stems)) != len(stems):
-        raise SegkitError(f"input={cfg.input}: two images share a name stem; their masks would collide")
-    output.mkdir(parents=True, exist_ok=True)
+            raise SegkitError(f"{where} is inside the input's folder {shown(image.parent)}; choose another folder")
+    for path, image in planned_outputs(images, output, cfg).items():
+        if path.exists() and not path.is_file():
+            raise SegkitError(f"{shown(path)} is a folder, where {shown(image.name)}'s output would go; "
+                              "move it or choose another output=")
+        if path.exists() and not cfg.overwrite:
+            raise SegkitError(f"{shown(path)} exists; pass overwrite=true to replace it, or another output=")
     return output
 
 
@@ -143,11 +197,10 @@ def save_png(array: np.ndarray, path: Path, palette: bool) -> None:
 
 def predict(cfg: DictConfig) -> list[Path]:
     """Predict every input image; return the mask files written."""
+    device = resolve_device(cfg.device)
     images = input_images(cfg.input)
     output = check_output(images, cfg)
     module = load_module(cfg.ckpt_path)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
     module.to(device).eval()
     mean, std = normalization(cfg, module)
     intensity = training_intensity(module, cfg.ckpt_path)
@@ -159,6 +212,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     # input's size: the module's (which pads each rescaled window itself).
     valid_tiles = config.mode == "tile" and getattr(net, "context", None) is not None
     model = net if valid_tiles and config.scales == (1.0,) else module
+    output.mkdir(parents=True, exist_ok=True)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not cfg.progress_bar) as progress:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from segkit.atomic import atomic_path
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, shown
 
 PROGRAM = "segkit-report"
 SCORE_FIGURE = "score_by_config.png"
@@ -70,6 +70,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.resamples < 1:
         parser.error(f"--resamples must be at least 1; got {args.resamples}")
     return args
+
+
+
+def check_out(out: Path | None) -> None:
+    """Refuse an ``--out`` that is a file or lies under one, before any run is read."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise SegkitError(f"--out {shown(out)} is a file, not a folder; pass a folder for the report (made if missing)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SegkitError(f"--out {shown(out)}: {shown(parent)} is a file, not a folder; choose another --out")
+            return
 
 
 def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True) -> list[Path]:
@@ -133,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = parse_args(argv)
+        check_out(args.out)
         if args.paired:
             written = paired(*args.paths, out=args.out, resamples=args.resamples, seed=args.seed)
         else:

@@ -32,6 +32,7 @@ from segkit.data.folder import auto_crop_size
 from segkit.data.folder_index import SPLITS, check_root, find_pairs
 from segkit.data.masks import MaskDecoder
 from segkit.data.preflight import PairFacts, PreflightCache, collect_facts
+from segkit.errors import shown
 
 # More distinct values than this in one mask look like instance ids rather than classes.
 MANY_VALUES = 20
@@ -155,7 +156,7 @@ def _traps(good: Sequence[PairFacts], results: Sequence[PairResult], decoder: Ma
     colour = [r for r in results if r.error and decoder.mask_type != "colors" and "data.mask_type=colors" in r.error]
     if colour:
         _warn(warnings, "colour_masks", f"{len(colour)} of {len(results)} masks are RGB colours (e.g. "
-              f"{colour[0].mask}) but are read as {decoder.mask_type}; use --mask-type colors (data.mask_type="
+              f"{shown(colour[0].mask)}) but are read as {decoder.mask_type}; use --mask-type colors (data.mask_type="
               "colors) with 'name R G B' lines in classes.txt, or save class indices")
         if 2 * len(colour) >= len(results):
             return "colors"
@@ -229,10 +230,12 @@ def _num_classes(mask_type: str, decoder: MaskDecoder, good: Sequence[PairFacts]
 
 
 def _in_channels(train: Sequence[PairFacts]) -> int:
-    """The train images' most common channel count (an 8-bit alpha channel dropped)."""
+    """The train images' most common channel count (an 8-bit alpha channel dropped; a last
+    channel not marked as alpha, as RGB + near-infrared, is data and counts)."""
     counts = Counter(fact.channels for fact in train)
     channels = max(counts, key=lambda c: (counts[c], c)) if counts else 3
-    return channels - 1 if channels in (2, 4) and all(fact.dtype == "uint8" for fact in train) else channels
+    alpha = all(fact.dtype == "uint8" and fact.alpha for fact in train if fact.channels == channels)
+    return channels - 1 if channels in (2, 4) and alpha else channels
 
 
 def _quoted_override(key: str, value: object) -> str:

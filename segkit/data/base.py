@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +14,52 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segkit.data.sampling import EpochSampler, ResumableDataLoader
+from segkit.errors import SegkitError
+
+
+def whole_number(key: str, value: object, minimum: int, what: str) -> int:
+    """``value`` if it is an integer of at least ``minimum``, else a :class:`SegkitError` naming
+    ``data.<key>``, the value and ``what`` it should be.
+
+    Example:
+        >>> whole_number("batch_size", 0, 1, "images per batch")
+        Traceback (most recent call last):
+        ...
+        segkit.errors.SegkitError: data.batch_size=0: use a whole number of images per batch, 1 or more
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        shown = repr(value) if isinstance(value, str) else value
+        raise SegkitError(f"data.{key}={shown}: use a whole number of {what}, {minimum} or more")
+    return value
+
+
+def check_normalization(mean: Sequence[float], std: Sequence[float], channels: int) -> None:
+    """Refuse ``data.mean``/``data.std`` that are not one finite number per channel, or a
+    ``std`` of 0 or less (images are divided by it).
+
+    Example:
+        >>> check_normalization([0.5], [0.0], 1)
+        Traceback (most recent call last):
+        ...
+        segkit.errors.SegkitError: data.std=[0.0]: every value must be > 0 (images are divided by it); ...
+    """
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise SegkitError(
+                f"data.{key}={list(values)}: {len(values)} values for data.in_channels={channels}; "
+                "give one per channel, or null for the default"
+            )
+        try:
+            numbers = [float(value) for value in values]
+        except (TypeError, ValueError):
+            raise SegkitError(f"data.{key}={list(values)}: give numbers, one per channel") from None
+        if not all(math.isfinite(number) for number in numbers):
+            raise SegkitError(f"data.{key}={list(values)}: every value must be a finite number")
+    if any(float(value) <= 0 for value in std):
+        raise SegkitError(
+            f"data.std={list(std)}: every value must be > 0 (images are divided by it); "
+            "e.g. 0.25, or null for the default"
+        )
 
 
 def resolve_num_workers(num_workers: int | str) -> int:
@@ -29,9 +76,7 @@ def resolve_num_workers(num_workers: int | str) -> int:
     if num_workers == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return 0 if cores <= 2 else min(8, cores - 1)
-    if isinstance(num_workers, str) or num_workers < 0:
-        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}")
-    return num_workers
+    return whole_number("num_workers", num_workers, 0, "loader processes (or auto)")
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -53,7 +98,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 16, num_workers: int | str = "auto", pin_memory: bool = False) -> None:
         super().__init__()
-        self.batch_size = batch_size
+        self.batch_size = whole_number("batch_size", batch_size, 1, "images per batch")
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = pin_memory
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from segkit.data.base import SegmentationDataModule
+from segkit.data.base import SegmentationDataModule, check_normalization
 from segkit.data.em_render import EM_CLASS_NAMES, MEMBRANE, render_em_slice
 from segkit.data.em_transforms import em_transforms
 from segkit.data.rendered import SPLITS, RenderedDataset
@@ -65,6 +65,7 @@ class MembraneDataModule(SegmentationDataModule):
         self.membrane_class = MEMBRANE if em_scores else None
         self.augment, self.elastic = augment, elastic
         self.mean, self.std = list(mean), list(std)
+        check_normalization(self.mean, self.std, self.in_channels)
 
     def make_transform(self, train: bool) -> Callable:
         """The joint ``(Image, Mask)`` transform of a split: for training the U-Net paper's

@@ -20,12 +20,13 @@ Every problem is a one-line :class:`SegkitError` naming the file and the fix.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from segkit.data.base import SegmentationDataModule, evaluation_sampler
+from segkit.data.base import SegmentationDataModule, check_normalization, evaluation_sampler, whole_number
 from segkit.data.folder_index import check_headers, check_root, find_pairs, read_classes
 from segkit.data.intensity import IntensityScaling
 from segkit.data.masks import MaskDecoder
@@ -40,7 +41,7 @@ from segkit.data.preflight import (
     scan_pairs,
 )
 from segkit.data.transforms import segmentation_transforms
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, shown
 
 # Inputs other than RGB: the same normalisation as data=em and data=isbi2012 ([0, 1] -> [-2, 2]).
 GREY_MEAN, GREY_STD = (0.5,), (0.25,)
@@ -63,6 +64,25 @@ def auto_crop_size(sizes: Sequence[tuple[int, int]], largest: int = 256, multipl
     shorts = sorted(min(height, width) for height, width in sizes)
     quartile = shorts[len(shorts) // 4]
     return max(32, min(largest, quartile // multiple * multiple))
+
+
+def check_crop_size(crop_size: object) -> None:
+    """Refuse a ``data.crop_size`` other than ``auto``, ``null`` or a size of 1 px or more.
+
+    Example:
+        >>> check_crop_size(0)
+        Traceback (most recent call last):
+        ...
+        segkit.errors.SegkitError: data.crop_size=0: use a size in pixels, 1 or more (e.g. 256), auto ...
+    """
+    if crop_size is None or crop_size == "auto":
+        return
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+        shown_value = repr(crop_size) if isinstance(crop_size, str) else crop_size
+        raise SegkitError(
+            f"data.crop_size={shown_value}: use a size in pixels, 1 or more (e.g. 256), auto (from the training "
+            "images' sizes), or null (whole images, with data.batch_size=1)"
+        )
 
 
 class FolderDataModule(SegmentationDataModule):
@@ -107,19 +127,16 @@ class FolderDataModule(SegmentationDataModule):
         validate: str = "full",
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        if num_classes < 2:
-            raise SegkitError(f"data.num_classes={num_classes}: needs at least 2 (e.g. background and object)")
-        if in_channels < 1:
-            raise SegkitError(f"data.in_channels={in_channels}: use the number of channels of your images (1 or more)")
+        whole_number("num_classes", num_classes, 2, "classes")
+        whole_number("in_channels", in_channels, 1, "channels of your images")
         if validate not in VALIDATE_MODES:
             raise SegkitError(f"data.validate={validate!r}: use 'full' (decode every pair at setup), 'header' or 'lazy'")
+        check_crop_size(crop_size)
         if batch_size > 1 and crop_size is None:
             raise SegkitError(
                 f"data.batch_size={batch_size} with data.crop_size=null: images may differ in size; "
                 "set data.crop_size (e.g. auto or 256) or data.batch_size=1"
             )
-        if isinstance(crop_size, str) and crop_size != "auto":
-            raise SegkitError(f"data.crop_size={crop_size!r}: use auto, a size in pixels, or null (whole images)")
         self.root = Path(root).expanduser().absolute()
         self.num_classes, self.in_channels, self.ignore_index = num_classes, in_channels, ignore_index
         names = None if class_names is None else list(class_names)
@@ -133,12 +150,7 @@ class FolderDataModule(SegmentationDataModule):
             GREY_MEAN * in_channels, GREY_STD * in_channels)
         self.mean = list(default_mean if mean is None else mean)
         self.std = list(default_std if std is None else std)
-        for key, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) != in_channels:
-                raise SegkitError(
-                    f"data.{key}={values}: {len(values)} values for data.in_channels={in_channels}; "
-                    "give one per channel, or null for the default"
-                )
+        check_normalization(self.mean, self.std, in_channels)
         self._sets: dict[str, PairDataset] = {}
 
     @property
@@ -159,7 +171,8 @@ class FolderDataModule(SegmentationDataModule):
         """Run the ``validate`` checks on one split; the image sizes where they were read."""
         cache = PreflightCache({"root": str(self.root), "in_channels": self.in_channels, "decoder": repr(self.decoder)})
         if self.validate == "full":
-            facts = scan_pairs(pairs, self.in_channels, self.decoder, cache=cache, description=f"checking {name}")
+            facts = scan_pairs(pairs, self.in_channels, self.decoder, self.audit_command(), cache=cache,
+                               description=f"checking {name}")
             check_binary_trap(pairs, facts, self.decoder)
             return [(fact.height, fact.width) for fact in facts]
         # A bad file among the sample is left for the loader to report, as this mode promises.
@@ -168,6 +181,15 @@ class FolderDataModule(SegmentationDataModule):
         if self.validate == "header":
             return [(header.height, header.width) for header in check_headers(pairs)]
         return None
+
+    def audit_command(self) -> str:
+        """The ``segkit-data`` command that checks the files as this module does and lists every bad one."""
+        root = str(self.root)
+        words = ["segkit-data", shlex.quote(root) if root.isprintable() else shown(root),
+                 f"--in-channels {self.in_channels}", f"--num-classes {self.num_classes}"]
+        words += [f"--mask-type {self.mask_type}"] if self.mask_type != "index" else []
+        words += [f"--ignore-index {self.ignore_index}"] if self.ignore_index != 255 else []
+        return " ".join(words)
 
     def _facts_or_none(self, pair: Pair) -> PairFacts | None:
         try:

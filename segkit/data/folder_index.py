@@ -7,9 +7,12 @@ header only (TIFF tags, Pillow's lazy open: size and channels without decoding t
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from segkit.data.readers import Header, read_header
+from segkit.errors import shown
 from segkit.errors import SegkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -25,11 +28,40 @@ def _listed(extensions: tuple[str, ...]) -> str:
     return ", ".join(extensions)
 
 
+def link_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a symlink that leads nowhere (``None``: nothing).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     loop = Path(folder) / "a.png"
+        ...     loop.symlink_to(loop)
+        ...     link_problem(loop)
+        'a symlink loop (the link leads back to itself)'
+    """
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return "a symlink loop (the link leads back to itself)"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop (the link leads back to itself)"
+    return f"a broken symlink to {shown(os.readlink(path))} (no such file or directory)"
+
+
+def missing_directory(path: Path) -> str:
+    """Why ``path`` is no directory, for a message: a symlink loop, a broken link, or nothing there."""
+    problem = link_problem(path)
+    return f"{problem}, not a directory" if problem else "no such directory"
+
+
 def check_root(root: Path) -> None:
     """Raise unless ``root`` is a directory."""
     if not root.is_dir():
         raise SegkitError(
-            f"data.root={root}: no such directory; point data.root at the folder holding {LAYOUT} "
+            f"data.root={shown(root)}: {missing_directory(root)}; point data.root at the folder holding {LAYOUT} "
             "(test/ is optional)"
         )
 
@@ -38,18 +70,25 @@ def _files(folder: Path, extensions: tuple[str, ...], kind: str) -> dict[str, Pa
     """``{stem: path}`` of the files in ``folder``; dot files and subfolders are skipped."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
+            continue
+        problem = link_problem(path)
+        if problem:
+            raise SegkitError(
+                f"{shown(path)}: {problem}; replace the link with the {kind} file it should point to, or remove it"
+            )
+        if not path.is_file():
             continue
         if path.suffix.lower() not in extensions:
             jpeg_mask = kind == "mask" and path.suffix.lower() in (".jpg", ".jpeg")
             lossy = " (JPEG is lossy and changes class indices)" if jpeg_mask else ""
             raise SegkitError(
-                f"{path}: unsupported {kind} file type '{path.suffix}'{lossy}; {kind}s must be "
-                f"{_listed(extensions)}: convert the file or move it out of {folder}"
+                f"{shown(path)}: unsupported {kind} file type {path.suffix!r}{lossy}; {kind}s must be "
+                f"{_listed(extensions)}: convert the file or move it out of {shown(folder)}"
             )
         if path.stem in found:
             raise SegkitError(
-                f"{found[path.stem]} and {path}: two {kind}s named '{path.stem}'; keep one, since "
+                f"{shown(found[path.stem])} and {shown(path)}: two {kind}s named {path.stem!r}; keep one, since "
                 "images and masks are paired by name"
             )
         found[path.stem] = path
@@ -71,13 +110,13 @@ def find_pairs(root: Path, split: str) -> list[Pair]:
     split_dir = root / split
     if not split_dir.is_dir():
         raise SegkitError(
-            f"{split_dir}: no such directory; create it with images/ and masks/ inside "
-            f"(data=folder reads {root}/{LAYOUT})"
+            f"{shown(split_dir)}: {missing_directory(split_dir)}; create it with images/ and masks/ inside "
+            f"(data=folder reads {shown(root)}/{LAYOUT})"
         )
     for sub in ("images", "masks"):
         if not (split_dir / sub).is_dir():
             raise SegkitError(
-                f"{split_dir / sub}: no such directory; put the {split} {sub} there "
+                f"{shown(split_dir / sub)}: {missing_directory(split_dir / sub)}; put the {split} {sub} there "
                 "(an image and its mask share a name, e.g. images/a.jpg and masks/a.png)"
             )
     images_dir, masks_dir = split_dir / "images", split_dir / "masks"
@@ -86,19 +125,19 @@ def find_pairs(root: Path, split: str) -> list[Pair]:
     for stem, image in images.items():
         if stem not in masks:
             raise SegkitError(
-                f"{image}: no mask for '{stem}'; expected {masks_dir / stem}.png (or .tif/.tiff): "
+                f"{shown(image)}: no mask for {stem!r}; expected {shown(masks_dir / (stem + '.png'))} (or .tif/.tiff): "
                 "add the mask or remove the image"
             )
     for stem, mask in masks.items():
         if stem not in images:
             raise SegkitError(
-                f"{mask}: no image for '{stem}'; expected {images_dir / stem}.png (or .jpg/.jpeg/"
+                f"{shown(mask)}: no image for {stem!r}; expected {shown(images_dir / (stem + '.png'))} (or .jpg/.jpeg/"
                 ".tif/.tiff): add the image or remove the mask"
             )
     if not images:
         raise SegkitError(
-            f"{images_dir}: split '{split}' has no images; add image files ({_listed(IMAGE_EXTENSIONS)}) "
-            f"with masks of the same name in {masks_dir}"
+            f"{shown(images_dir)}: split '{split}' has no images; add image files ({_listed(IMAGE_EXTENSIONS)}) "
+            f"with masks of the same name in {shown(masks_dir)}"
         )
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
@@ -108,7 +147,7 @@ def check_header_pair(pair: Pair) -> Header:
     image, mask = read_header(pair[0]), read_header(pair[1])
     if (image.height, image.width) != (mask.height, mask.width):
         raise SegkitError(
-            f"{pair[0]} is {image.width}x{image.height} (width x height) but its mask {pair[1]} is "
+            f"{shown(pair[0])} is {image.width}x{image.height} (width x height) but its mask {shown(pair[1])} is "
             f"{mask.width}x{mask.height}; resize the mask to its image's size (nearest-neighbour) or fix the pair"
         )
     return image
@@ -138,7 +177,7 @@ def parse_classes_line(line: str, path: Path) -> tuple[str, tuple[int, int, int]
     except ValueError:
         pass
     if tokens[-1].startswith("#"):
-        raise SegkitError(f"{path}: '{line.strip()}' has a bad colour; write 'name R G B' or 'name #rrggbb'")
+        raise SegkitError(f"{shown(path)}: '{line.strip()}' has a bad colour; write 'name R G B' or 'name #rrggbb'")
     return line.strip(), None
 
 
@@ -165,7 +204,7 @@ def read_classes(
         colors = [color for _, color in parsed]
         if all(color is not None for color in colors):
             palette = colors  # type: ignore[assignment]
-        source, fix = str(path), "write one class name per line or fix data.num_classes"
+        source, fix = shown(path), "write one class name per line or fix data.num_classes"
     else:
         return [f"class_{index}" for index in range(num_classes)], None
     if len(names) != num_classes:

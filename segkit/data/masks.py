@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, shown
 
 MASK_TYPES = ("index", "binary", "instances", "colors")
 # Raw values a mask's facts keep (enough to see a 0/255 trap or a label range).
@@ -48,7 +48,7 @@ def _one_channel(raw: np.ndarray, path: Path, mask_type: str) -> np.ndarray:
     if raw.shape[-1] in (3, 4) and (raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all():
         return raw[..., 0]  # grey values saved as RGB(A)
     raise SegkitError(
-        f"{path}: mask has {raw.shape[-1]} channels of different colours, but data.mask_type={mask_type} "
+        f"{shown(path)}: mask has {raw.shape[-1]} channels of different colours, but data.mask_type={mask_type} "
         "reads one channel of values; set data.mask_type=colors (with a palette) or save class indices"
     )
 
@@ -119,19 +119,37 @@ class MaskDecoder:
         if self.mask_type == "colors":
             return self._colors(raw, path), None
         values = _one_channel(raw, path, self.mask_type)
-        if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
-            raise SegkitError(f"{path}: mask holds fractional values; masks must hold integer labels")
+        if np.issubdtype(values.dtype, np.floating):
+            self._check_float(values, path)
         values = values.astype(np.int64)
         if self.mask_type == "binary":
             return (values != 0).astype(np.int64), None
         if self.mask_type == "instances":
             if (values < 0).any():
-                raise SegkitError(f"{path}: negative instance id {int(values.min())}; 0 is background, ids are > 0")
+                raise SegkitError(
+                    f"{shown(path)}: negative instance id {int(values.min())}; 0 is background, ids are > 0")
             classes = (values > 0).astype(np.int64)
             classes[instance_borders(values)] = 0
             return classes, values
         self._check_indices(values, path)
         return values, None
+
+    def _check_float(self, values: np.ndarray, path: Path) -> None:
+        """Refuse NaN, infinite and fractional values of a float mask, naming one of them."""
+        # Only index masks map a raw value to the ignore index; binary/instances read 255 as an object.
+        ignored = f" (e.g. with {self.ignore_index}, ignored)" if self.mask_type == "index" else ""
+        fix = f"masks must hold integer labels: replace them in the file{ignored}"
+        if not np.isfinite(values).all():
+            value = "NaN" if np.isnan(values).any() else ("inf" if np.isposinf(values).any() else "-inf")
+            count = int((np.isnan(values) if value == "NaN" else values == float(value)).sum())
+            raise SegkitError(f"{shown(path)}: mask holds {value} at {count:,} pixel(s); {fix}")
+        fractional = values != np.round(values)
+        if fractional.any():
+            example = float(values[fractional][0])
+            raise SegkitError(
+                f"{shown(path)}: mask holds fractional values (e.g. {example:g}, {int(fractional.sum()):,} "
+                f"pixel(s)); {fix}"
+            )
 
     def _check_indices(self, values: np.ndarray, path: Path) -> None:
         limit = self.num_classes
@@ -140,17 +158,19 @@ class MaskDecoder:
         if not bad.size:
             return
         found = np.unique(bad).tolist()
-        shown = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
+        listed = ", ".join(map(str, found[:3])) + (", ..." if len(found) > 3 else "")
         classes = f"0..{limit - 1}" if limit is not None else "0 or more"
         more = f"set data.num_classes={max(found) + 1} if it is a class, or " if limit is not None and max(found) >= limit else ""
         raise SegkitError(
-            f"{path}: mask value {shown} is not a class ({classes}) nor data.ignore_index={self.ignore_index}; "
+            f"{shown(path)}: mask value {listed} is not a class ({classes}) nor "
+            f"data.ignore_index={self.ignore_index}; "
             f"{more}map the value to {self.ignore_index} (ignored); instance labels: data.mask_type=instances"
         )
 
     def _colors(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.shape[-1] not in (3, 4):
-            raise SegkitError(f"{path}: data.mask_type=colors needs RGB masks, this one has {raw.shape[-1]} channel(s)")
+            raise SegkitError(
+                f"{shown(path)}: data.mask_type=colors needs RGB masks, this one has {raw.shape[-1]} channel(s)")
         codes = _color_code(raw[..., :3])
         where = np.clip(np.searchsorted(self._codes, codes), 0, len(self._codes) - 1)
         known = self._codes[where] == codes
@@ -158,8 +178,8 @@ class MaskDecoder:
             y, x = (int(v[0]) for v in np.nonzero(~known))
             r, g, b = (int(v) for v in raw[y, x, :3])
             raise SegkitError(
-                f"{path}: colour ({r}, {g}, {b}) (#{r:02x}{g:02x}{b:02x}) at x={x}, y={y} is not in the palette; "
-                "add it to data.palette (or classes.txt), or set data.ignore_color to ignore it"
+                f"{shown(path)}: colour ({r}, {g}, {b}) (#{r:02x}{g:02x}{b:02x}) at x={x}, y={y} is not in the "
+                "palette; add it to data.palette (or classes.txt), or set data.ignore_color to ignore it"
             )
         return self._classes[where]
 

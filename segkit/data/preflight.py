@@ -30,12 +30,13 @@ from rich.progress import (
 
 from segkit.atomic import atomic_path
 from segkit.data.masks import MaskDecoder, raw_values
-from segkit.data.readers import match_channels, read_array
+from segkit.data.readers import match_channels, read_pixels
+from segkit.errors import shown
 from segkit.errors import SegkitError
 
 Pair = tuple[Path, Path]
 # Bump when PairFacts or the checks change: older cache files are then ignored.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -53,6 +54,7 @@ class PairFacts:
     low: list[float]
     high: list[float]
     mask_dtype: str = ""
+    alpha: bool = False  # the image's last channel is alpha (as read, after data.in_channels)
 
     def mask_values(self, ignore_index: int) -> set[int]:
         """The class values the decoded mask holds (``ignore_index`` included when present)."""
@@ -60,28 +62,38 @@ class PairFacts:
         return values | {ignore_index} if self.ignored else values
 
 
+def decode_pair(
+    pair: Pair, in_channels: int | None, decoder: MaskDecoder
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray | None, np.ndarray]:
+    """``(image (H, W, C) own dtype, its last channel is alpha, classes (H, W) int64, instances
+    or None, raw mask)``, with every check."""
+    image_path, mask_path = pair
+    image, alpha = read_pixels(image_path)
+    raw, _ = read_pixels(mask_path, palette_as_indices=decoder.mask_type != "colors", check_finite=False)
+    if image.shape[:2] != raw.shape[:2]:
+        (ih, iw), (mh, mw) = image.shape[:2], raw.shape[:2]
+        raise SegkitError(
+            f"{shown(image_path)} is {iw}x{ih} (width x height) but its mask {shown(mask_path)} is {mw}x{mh}; "
+            "resize the mask to its image's size (nearest-neighbour) or fix the pair"
+        )
+    if in_channels is not None:
+        matched = match_channels(image, in_channels, image_path, alpha)
+        image, alpha = matched, alpha and matched.shape[-1] == image.shape[-1]
+    classes, instances = decoder(raw, mask_path)
+    return image, alpha, classes, instances, raw
+
+
 def load_pair(
     pair: Pair, in_channels: int | None, decoder: MaskDecoder
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """``(image (H, W, C) own dtype, classes (H, W) int64, instances or None, raw mask)``."""
-    image_path, mask_path = pair
-    image = read_array(image_path)
-    raw = read_array(mask_path, palette_as_indices=decoder.mask_type != "colors")
-    if image.shape[:2] != raw.shape[:2]:
-        (ih, iw), (mh, mw) = image.shape[:2], raw.shape[:2]
-        raise SegkitError(
-            f"{image_path} is {iw}x{ih} (width x height) but its mask {mask_path} is {mw}x{mh}; "
-            "resize the mask to its image's size (nearest-neighbour) or fix the pair"
-        )
-    if in_channels is not None:
-        image = match_channels(image, in_channels, image_path)
-    classes, instances = decoder(raw, mask_path)
+    image, _, classes, instances, raw = decode_pair(pair, in_channels, decoder)
     return image, classes, instances, raw
 
 
 def pair_facts(pair: Pair, in_channels: int | None, decoder: MaskDecoder) -> PairFacts:
     """Decode ``pair`` with every check and summarise it."""
-    image, classes, instances, raw = load_pair(pair, in_channels, decoder)
+    image, alpha, classes, instances, raw = decode_pair(pair, in_channels, decoder)
     ignored = classes == decoder.ignore_index
     counts = np.bincount(classes[~ignored].ravel(), minlength=decoder.classes or 0)
     flat = image.reshape(-1, image.shape[-1])[:: max(1, image.shape[0] * image.shape[1] // 1_000_000)]
@@ -90,7 +102,7 @@ def pair_facts(pair: Pair, in_channels: int | None, decoder: MaskDecoder) -> Pai
         height=int(image.shape[0]), width=int(image.shape[1]), channels=int(image.shape[2]), dtype=str(image.dtype),
         class_counts=counts.astype(int).tolist(), ignored=int(ignored.sum()), raw_values=raw_values(raw),
         instances=0 if instances is None else len(np.unique(instances[instances > 0])),
-        low=[float(v) for v in low], high=[float(v) for v in high], mask_dtype=str(raw.dtype),
+        low=[float(v) for v in low], high=[float(v) for v in high], mask_dtype=str(raw.dtype), alpha=alpha,
     )
 
 
@@ -167,7 +179,7 @@ def collect_facts(
                 facts[index] = pair_facts(pairs[index], in_channels, decoder)
             except catch as error:
                 errors[index] = str(error) if isinstance(error, SegkitError) else " ".join(
-                    f"{pairs[index][0]} / {pairs[index][1]}: {type(error).__name__} {error}".split())
+                    f"{shown(pairs[index][0])} / {shown(pairs[index][1])}: {type(error).__name__} {error}".split())
             finally:
                 bar.advance(task)
 
@@ -180,17 +192,21 @@ def collect_facts(
     return facts, errors
 
 
-def scan_pairs(pairs: Sequence[Pair], in_channels: int | None, decoder: MaskDecoder, **options: Any) -> list[PairFacts]:
+def scan_pairs(
+    pairs: Sequence[Pair], in_channels: int | None, decoder: MaskDecoder, audit: str = "segkit-data ROOT",
+    **options: Any,
+) -> list[PairFacts]:
     """Facts of every pair (cached ones from ``cache``), or the first bad file's error;
     ``options`` are :func:`collect_facts`'s (``cache``, ``description``, ``progress``, ``workers``).
 
     Errors are reported in file order (the same error whichever thread finds it first), with
-    the number of other bad pairs, so one run lists how much is wrong.
+    the number of other bad pairs and ``audit``, the ``segkit-data`` command that lists them
+    all (with the same settings), so one run tells how much is wrong.
     """
     facts, errors = collect_facts(pairs, in_channels, decoder, **options)
     if errors:
         first = min(errors)
-        others = f" (and {len(errors) - 1} more bad pair(s); `segkit-data` lists them all)" if len(errors) > 1 else ""
+        others = f" (and {len(errors) - 1} more bad pair(s); `{audit}` lists them all)" if len(errors) > 1 else ""
         raise SegkitError(errors[first] + others)
     return facts  # type: ignore[return-value]
 
@@ -204,7 +220,7 @@ def check_binary_trap(pairs: Sequence[Pair], facts: Sequence[PairFacts], decoder
     if values and values <= {0, 255} and 255 in values:
         example = next(pair[1] for pair, fact in zip(pairs, facts) if 255 in fact.raw_values)
         raise SegkitError(
-            f"{example}: masks hold only 0 and 255, and with data.mask_type=index 255 is ignored, so "
+            f"{shown(example)}: masks hold only 0 and 255, and with data.mask_type=index 255 is ignored, so "
             "nothing would be learnt of the object class; set data.mask_type=binary (0 background, "
             "non-zero object)"
         )

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from segkit.data.base import SegmentationDataModule
+from segkit.data.base import SegmentationDataModule, check_normalization
 from segkit.data.rendered import SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 from segkit.data.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
@@ -87,6 +87,7 @@ class ShapesDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.mean, self.std = list(mean), list(std)
+        check_normalization(self.mean, self.std, self.in_channels)
         self.image_size = image_size if isinstance(image_size, int) else tuple(image_size)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed

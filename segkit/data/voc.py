@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.datasets import VOCSegmentation
 from torchvision.transforms.v2 import functional as TF
 
-from segkit.data.base import SegmentationDataModule, evaluation_sampler
+from segkit.data.base import SegmentationDataModule, check_normalization, evaluation_sampler
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.samples import SampleDataset
 from segkit.data.transforms import segmentation_transforms
@@ -127,6 +127,7 @@ class VOCDataModule(SegmentationDataModule):
         self.splits = {"train": train_split, "val": val_split}
         self.crop_size = crop_size
         self.mean, self.std = list(mean), list(std)
+        check_normalization(self.mean, self.std, self.in_channels)
 
     def prepare_data(self) -> None:
         if self.download:

@@ -69,12 +69,36 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets torch's TorchScript-based exporter writes (7 to 20 in torch 2.14)."""
+    try:  # a private module: a torch that moves it gets the range of torch 2.3
+        from torch.onnx import _constants
+
+        low = _constants.ONNX_MIN_OPSET
+        high = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        low, high = 7, 17
+    return range(low, high + 1)
+
+
+def require_onnx() -> None:
+    """Refuse ONNX export, before any work, when the ``onnx`` package torch writes it with is missing."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SegkitError(
+            "format=onnx needs the onnx package, which is not installed: pip install 'segkit[export]' "
+            "(or export with format=torchscript)"
+        ) from None
+
+
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     """Write ``net`` as ONNX, dynamic in batch, height and width.
 
     The TorchScript-based exporter (``dynamo=False``): torch's default, dynamo-based one needs
     ``onnxscript``, which segkit does not depend on.
     """
+    require_onnx()
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(
@@ -84,6 +108,10 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -
             )
     except ModuleNotFoundError as error:
         raise SegkitError(f"ONNX export needs {error.name}: pip install 'segkit[export]'") from None
+    except torch.onnx.errors.OnnxExporterError as error:  # e.g. an op the opset lacks (opset 9: no dynamic Pad)
+        reason = (str(error).splitlines() or [""])[0].split(" [Caused by")[0][:300]
+        raise SegkitError(f"opset={opset}: torch's ONNX exporter cannot export this model: {reason}; "
+                          "try a higher opset= (the default is 17)") from None
 
 
 def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None:

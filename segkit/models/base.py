@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segkit.errors import SegkitError
 from segkit.inference.tta import TestTimeAugmentation
 from segkit.models.run_length import check_resumed_schedulers, run_length_kwargs
 from segkit.nets.traceable import Exportable
@@ -41,6 +42,23 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
 # weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
 NOT_HPARAMS = ("optimizer", "scheduler")
+
+
+def check_optimizer(factory: OptimizerFactory | None) -> None:
+    """Build the optimiser once on a throwaway parameter: arguments torch refuses (``lr=-1``, an
+    unknown keyword) are a one-line error at construction, not a traceback when ``fit`` starts."""
+    if factory is None:
+        return
+    try:
+        factory([nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as error:
+        name = getattr(getattr(factory, "func", factory), "__name__", type(factory).__name__)
+        arguments = ", ".join(f"{key}={value}" for key, value in getattr(factory, "keywords", {}).items())
+        message = " ".join(str(error).split())  # one line
+        raise SegkitError(f"model.optimizer: {name}({arguments}) refused its arguments: {message}; "
+                          "fix them with model.optimizer.<argument>=...") from None
+    except RuntimeError:  # e.g. options for the real parameters' device (fused=True), not this CPU one
+        pass
 
 
 class SegmentationModule(L.LightningModule):
@@ -89,6 +107,7 @@ class SegmentationModule(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
         self.ignore_index = ignore_index
+        check_optimizer(optimizer)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval

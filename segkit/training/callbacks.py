@@ -36,6 +36,25 @@ def upscale_tile(tile: torch.Tensor, min_size: int) -> torch.Tensor:
     return tile.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
+def shrink_tile(tile: torch.Tensor, max_size: int) -> torch.Tensor:
+    """``tile`` (C, h, w) reduced by nearest neighbour, keeping its aspect, so that its longer
+    side is at most ``max_size`` px (each side at least 1 px); a smaller tile is returned unchanged.
+
+    Example:
+        >>> shrink_tile(torch.zeros(3, 1, 100_000, dtype=torch.uint8), 512).shape
+        torch.Size([3, 1, 512])
+        >>> shrink_tile(torch.zeros(3, 300, 1200, dtype=torch.uint8), 512).shape
+        torch.Size([3, 128, 512])
+    """
+    height, width = tile.shape[-2:]
+    scale = max_size / max(height, width)
+    if scale >= 1:
+        return tile
+    rows = (torch.arange(max(1, round(height * scale))) / scale).long().clamp_max(height - 1)
+    cols = (torch.arange(max(1, round(width * scale))) / scale).long().clamp_max(width - 1)
+    return tile[..., rows, :][..., cols]
+
+
 def pad_tile(tile: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``tile`` (3, h, w) uint8 centred on a white ``height`` x ``width`` canvas (no scaling).
 
@@ -69,18 +88,21 @@ class SegmentationImageLogger(L.Callback):
     Uses the same images every epoch, so the grids show one scene sharpening over training.
     Each image is predicted whole; tiles smaller than ``min_tile_size`` px (longer side) are
     enlarged by a whole factor with nearest neighbour, so pixels stay sharp blocks (a 64-px
-    image becomes 256 px), larger ones are shown as they are; tiles of different sizes are
-    centred on white cells of the largest one. Rank 0 only; a no-op without a TensorBoardLogger.
+    image becomes 256 px), tiles larger than ``max_tile_size`` reduced to it (aspect kept: a
+    1 x 100,000 strip would otherwise widen every cell of the grid to 100,000 px), others shown
+    as they are; tiles of different sizes are centred on white cells of the largest one. Rank 0
+    only; a no-op without a TensorBoardLogger.
 
     Example:
         >>> callback = SegmentationImageLogger(num_images=4, overlay=True)  # then Trainer(callbacks=[callback])
     """
 
     def __init__(self, num_images: int = 6, tag: str = "val/predictions", min_tile_size: int = 256,
-                 overlay: bool = False) -> None:
+                 overlay: bool = False, max_tile_size: int = 512) -> None:
         self.num_images = num_images
         self.tag = tag
         self.min_tile_size = min_tile_size
+        self.max_tile_size = max(max_tile_size, min_tile_size)
         self.overlay = overlay
         self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -92,12 +114,13 @@ class SegmentationImageLogger(L.Callback):
         return self._samples
 
     def row(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> list[torch.Tensor]:
-        """The tiles of one image (3, H, W) uint8, enlarged to ``min_tile_size`` but not padded."""
+        """The tiles of one image (3, H, W) uint8, enlarged to ``min_tile_size`` or reduced to
+        ``max_tile_size`` (longer side), not padded."""
         shown = _display(image)
         tiles = [shown, colorize(mask), colorize(prediction)]
         if self.overlay:
             tiles.append(overlay_mask(shown, prediction))
-        return [upscale_tile(tile, self.min_tile_size) for tile in tiles]
+        return [shrink_tile(upscale_tile(tile, self.min_tile_size), self.max_tile_size) for tile in tiles]
 
     def grid(self, rows: list[list[torch.Tensor]]) -> torch.Tensor:
         """``rows`` of tiles as one image (3, H, W) uint8, each tile centred in a cell of the largest tile's size."""
