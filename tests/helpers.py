@@ -10,6 +10,7 @@ in a few minutes on a 2-core CPU; they check plumbing, not accuracy.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -51,6 +53,16 @@ CLI_RUN_OVERRIDES = [
     *TINY, "model.base_width=8", "model.scheduler=null", "model.optimizer.lr=0.02",
     f"trainer.max_epochs={CLI_RUN_EPOCHS}",
 ]
+
+
+def needs(module: str, install: str) -> pytest.MarkDecorator:
+    """Skip a test whose optional dependency ``module`` is not installed (``install``: how to get it,
+    e.g. ``pip install 'segkit[export]'``)."""
+    try:
+        missing = importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:  # its parent package is missing
+        missing = True
+    return pytest.mark.skipif(missing, reason=f"needs {module}: {install}")
 
 
 def config_options(group: str) -> list[str]:

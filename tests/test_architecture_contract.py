@@ -110,6 +110,7 @@ def test_a_checkpoint_reloads_with_weights_only_and_no_arguments(model: str, tmp
 
 @pytest.mark.parametrize("model", MODELS)
 def test_onnx_export_computes_what_pytorch_computes_at_an_unseen_size(model: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")  # the optional extra segkit[export]
     pytest.importorskip("onnxruntime")
     module = build(model).eval()
     target = exportable(module)

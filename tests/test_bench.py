@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import needs
 
 from segkit.benchmarks import fcn_latency, throughput
 from segkit.cli.bench import main
 
 
+@needs("torchfcn", "pip install --no-deps torchfcn")  # the reference peer
 def test_fcn_benchmark_reports_both_nets_and_their_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fcn.json"
     assert main(["fcn", "--fcn-size", "32", "--fcn-repeats", "1", "--fcn-warmup", "0", "--device", "cpu", "--json", str(out)]) == 0
@@ -25,6 +27,7 @@ def test_fcn_benchmark_reports_both_nets_and_their_ratio(tmp_path: Path, capsys:
     assert "segkit / torchfcn time" in capsys.readouterr().out
 
 
+@needs("torchfcn", "pip install --no-deps torchfcn")
 def test_the_compared_nets_compute_the_same_function() -> None:
     ours, reference = fcn_latency.matched_pair(num_classes=5)
     x = torch.randn(1, 3, 37, 53)

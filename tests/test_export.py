@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import console_command, describe, run_cli, task_config
+from helpers import console_command, describe, needs, run_cli, task_config
 
 import segkit.cli.export
 import segkit.inference.export
@@ -21,6 +21,7 @@ from segkit.models.base import SegmentationModule
 from segkit.models.loading import load_module
 
 EXPORT_CMD = console_command("segkit-export", "segkit.cli.export")
+NEEDS_ONNX = needs("onnx", "pip install 'segkit[export]'")
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.15]
 # Sizes no export traces or checks itself (the CLI uses 64x64 and 77x93), not multiples of 4.
 CHECK_SHAPES = [(1, 37, 90), (3, 51, 42)]
@@ -72,6 +73,7 @@ def assert_matches_module(ckpt: Path, run, in_channels: int) -> None:
         assert np.abs(got - expected).max() < 1e-4, (height, width)
 
 
+@NEEDS_ONNX
 @pytest.mark.parametrize("model", list(MODELS))
 def test_onnx_runtime_matches_pytorch_on_two_other_sizes(checkpoints: dict[str, Path], model: str, tmp_path: Path) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")  # an optional extra: segkit[export]
@@ -103,6 +105,7 @@ def test_torchscript_matches_pytorch_on_two_other_sizes(checkpoints: dict[str, P
     assert meta["class_names"] == (["bg", "disc", "square"] if model == "unet" else ["class_0", "class_1", "class_2"])
 
 
+@NEEDS_ONNX
 def test_refuses_to_overwrite_unless_asked(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     output = tmp_path / "m.onnx"
     args = [f"ckpt_path={checkpoints['unet']}", f"output={output}"]
@@ -116,6 +119,7 @@ def test_refuses_to_overwrite_unless_asked(checkpoints: dict[str, Path], tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no temp files left
 
 
+@NEEDS_ONNX
 def test_a_failed_check_writes_nothing(
     checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +129,7 @@ def test_a_failed_check_writes_nothing(
     assert not list((tmp_path / "out").iterdir())
 
 
+@NEEDS_ONNX
 def test_without_onnxruntime_the_check_is_skipped_with_a_warning(
     checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +155,7 @@ def test_what_is_not_a_segkit_module_is_refused_by_name() -> None:
         segkit.inference.export.exportable(torch.nn.Conv2d(3, 2, 1))  # type: ignore[arg-type]
 
 
+@NEEDS_ONNX
 def test_cli_writes_model_and_description_into_its_run_directory(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     proc = run_cli(EXPORT_CMD, [f"ckpt_path={checkpoints['unet']}"], tmp_path)
     assert proc.returncode == 0, describe(proc)

@@ -19,6 +19,7 @@ from helpers import (
     CliRun,
     config_options,
     describe,
+    needs,
     run_cli,
     task_config,
 )
@@ -304,6 +305,7 @@ def test_optuna_study_of_three_trials_maximises_the_returned_metric(tmp_path: Pa
     assert set(best.best_params) == {"model.optimizer.lr", "model.base_width", "model.optimizer.weight_decay"}
 
 
+@needs("hydra_plugins.hydra_submitit_launcher", "pip install 'segkit[slurm]'")
 @pytest.mark.timeout(300)
 def test_a_sweep_runs_through_submitits_local_executor(tmp_path: Path) -> None:
     # The SLURM launcher's sibling: same plugin and job pickling, processes on this machine.

@@ -75,18 +75,31 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.ckpt").is_file() or any(run_dir.glob("hpc_ckpt_*.ckpt"))
 
 
+def command_of(config: DictConfig) -> str:
+    """The segkit command a composed config is for (``train``, ``eval``, ...): Hydra's config
+    name (``task_name`` may be renamed, e.g. by ``debug=...``)."""
+    return str(OmegaConf.select(config, "hydra.job.config_name", default=None) or config.get("task_name"))
+
+
+def _saved_command(run_dir: Path, saved: DictConfig) -> str:
+    try:
+        return command_of(OmegaConf.merge(saved, OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")))
+    except (OSError, yaml.YAMLError, OmegaConfBaseException):
+        return str(saved.get("task_name"))
+
+
 def check_run_directory(config: DictConfig) -> None:
     """Refuse (:class:`SegkitError`) a command that would take over another run's directory."""
     run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
     saved_path = run_dir / ".hydra" / "config.yaml"
     if not saved_path.is_file():
         return
-    task = str(config.get("task_name"))
+    task = command_of(config)
     try:
         saved = OmegaConf.load(saved_path)
     except (OSError, yaml.YAMLError, OmegaConfBaseException):
         raise SegkitError(f"hydra.run.dir={run_dir}: its .hydra/config.yaml is unreadable; choose a new hydra.run.dir") from None
-    before = str(saved.get("task_name"))
+    before = _saved_command(run_dir, saved)
     if before != task:
         raise SegkitError(
             f"hydra.run.dir={run_dir} holds a segkit-{before} run; segkit-{task} writes into a directory of "
@@ -114,11 +127,11 @@ def check_named_files(config: DictConfig) -> None:
     if not isinstance(ckpt_path, str) or ckpt_path in ("auto", "last"):
         return
     checkpoint = read_checkpoint(Path(ckpt_path))
-    if config.get("task_name") == "train":
+    if command_of(config) == "train":
         return
     checkpoint_module_class(checkpoint, f"ckpt_path={ckpt_path}")
     run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    if config.get("task_name") == "eval" and run_config.is_file():
+    if command_of(config) == "eval" and run_config.is_file():
         try:
             trained = OmegaConf.load(run_config)
         except (OSError, yaml.YAMLError, OmegaConfBaseException):
@@ -155,5 +168,5 @@ class RunDirectoryGuard(Callback):
             check_named_files(config)
             check_run_directory(config)
         except SegkitError as error:
-            print(f"segkit-{config.get('task_name')}: error: {error}", file=sys.stderr)
+            print(f"segkit-{command_of(config)}: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
