@@ -12,6 +12,7 @@ from helpers import needs
 
 from segkit.benchmarks import fcn_latency, throughput
 from segkit.cli.bench import main
+from segkit.errors import SegkitError
 
 
 @needs("torchfcn", "pip install --no-deps torchfcn")  # the reference peer
@@ -63,26 +64,41 @@ def test_dense_benchmark_times_both_passes_and_checks_they_agree(tmp_path: Path)
 
 def test_throughput_benchmark_times_segkit_train_and_a_plain_loop(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
-    args = ["throughput", "--steps", "3", "--warmup", "1", "--repeats", "1", "--image-size", "32", "--batch-size", "2",
+    args = ["throughput", "--tiny", "--steps", "10", "--warmup", "9", "--repeats", "1", "--batch-size", "2",
             "--override", "data.train_size=8"]
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())["throughput"]
     assert len(result["plain_s_per_step"]) == len(result["segkit_s_per_step"]) == 1
-    assert result["ratio"] == pytest.approx(result["plain_s_per_step"][0] / result["segkit_s_per_step"][0])
-    assert result["overrides"] == ["data.batch_size=2", "data.image_size=32", "data.train_size=8"]
+    plain, segkit = result["plain_s_per_step"][0], result["segkit_s_per_step"][0]
+    assert result["ratio"] == pytest.approx(plain / segkit)
+    assert result["extra_s_per_step"] == pytest.approx(segkit - plain)  # the fixed cost, with the tiny net
+    assert result["overrides"] == ["data.batch_size=2", "data.image_size=32", "model.depth=1", "model.base_width=4",
+                                   "data.train_size=8"]
 
 
-def test_the_segkit_side_runs_what_segkit_train_runs(tmp_path: Path) -> None:
-    # The composed config keeps the default callbacks and logger; only validation and test are off.
-    cfg = throughput.train_config(["data.image_size=32"], tmp_path / "run", total_steps=7)
-    assert {"model_checkpoint", "exact_resume", "lr_monitor", "image_grid", "progress_bar"} <= set(cfg.callbacks)
-    assert "tensorboard" in cfg.logger and cfg.model.scheduler is not None
-    assert (cfg.trainer.max_steps, cfg.trainer.limit_val_batches, cfg.test) == (7, 0, False)
+def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[tuple[list[str], Path]] = []
+
+    def run(command: list[str], log: Path) -> None:
+        launched.append((command, log))
+        log.write_text("training...\n")
+
+    monkeypatch.setattr(throughput, "_run", run)
+    monkeypatch.setattr(throughput, "segkit_step_ends", lambda run_dir: {9: 1.0, 19: 2.5})
+    assert throughput.time_segkit(["model.depth=1"], warmup=9, steps=10) == pytest.approx(0.15)
+    ((command, log),) = launched
+    assert Path(command[0]).name == "segkit-train" and command[1] == "model.depth=1"
+    # Only validation and the final test are off: callbacks, logger and scheduler are the defaults'.
+    assert {"trainer.max_steps=20", "++trainer.limit_val_batches=0", "test=false"} <= set(command)
+    assert not any(arg.startswith(("callbacks", "logger", "model.scheduler")) for arg in command)
+    assert log.name == "segkit.log"
 
 
-def test_step_times_span_the_timed_batches_only() -> None:
-    starts = [0.0, 5.0, 6.0, 7.5, 9.0, 100.0]
-    assert throughput._per_step(starts, warmup=1, steps=3) == pytest.approx((9.0 - 5.0) / 3)
+def test_step_times_span_the_timed_steps_only() -> None:
+    ends = {0: 0.0, 9: 5.0, 19: 6.0, 29: 9.0, 39: 100.0}
+    assert throughput._per_step(ends, warmup=9, steps=20) == pytest.approx((9.0 - 5.0) / 20)
+    with pytest.raises(SegkitError, match="step 49"):
+        throughput._per_step(ends, warmup=9, steps=40)
 
 
 def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:

@@ -1,38 +1,40 @@
-"""Training throughput: what ``segkit-train`` runs against a plain hand-written PyTorch loop.
+"""Training throughput: the ``segkit-train`` command as a user launches it, against a plain loop.
 
-The segkit side is :func:`segkit.cli.train.train` itself on the composed ``train`` config: the
-default callbacks (checkpointing, exact resume, LR monitor, image grid, progress bar, model
-summary), the TensorBoard logger, the scheduler, the train metrics and segkit's resumable
-loader, as a user's run has them. Only validation and the final test are off (the plain loop
-has neither), and a :class:`StepTimer` callback records when each batch starts.
+The segkit side is the ``segkit-train`` console command run as a subprocess, its output going
+to a file, on the default config (callbacks, TensorBoard logger, scheduler, train metrics,
+resumable loader) plus the given overrides. Only validation and the final test are off, since
+the plain loop has neither. Its step times come from its own TensorBoard ``train/loss`` events
+(written at the end of every ``trainer.log_every_n_steps``-th step, with their wall time): no
+timing code is added to what runs.
 
-The plain side builds the same data module and net from the same config and seed and runs the
-textbook loop over the same train loader: forward, cross-entropy, zero_grad, backward, AdamW
-step. Both are timed the same way, from the start of batch ``warmup`` to the start of batch
-``warmup + steps`` (loading included), and runs alternate (plain, segkit, plain, ...) so that
-drift in machine load hits both alike.
+The plain side, :mod:`segkit.benchmarks.plain_loop`, is a subprocess too: the same composed
+config, data module, seed and net, and the textbook loop over the same training loader. Both
+are timed from the end of step ``warmup`` to the end of step ``warmup + steps``; runs alternate
+(plain, segkit, plain, ...) so that drift in the machine's load hits both alike.
+
+With :data:`TINY_NET` the net's own work is negligible: segkit's step time minus the plain
+loop's is then segkit's fixed cost per step.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
-import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from segkit.errors import SegkitError
 
-from segkit.cli.common import instantiate_model
-from segkit.cli.config_dir import config_dir
+# A net whose compute is negligible beside a step's fixed costs (one level, width 4, 32 px).
+TINY_NET = ("model.depth=1", "model.base_width=4", "data.image_size=32")
+# TensorBoard writes train/loss every trainer.log_every_n_steps (the default config's 10).
+LOG_EVERY = 10
 
 
 @dataclass
@@ -51,88 +53,81 @@ class ThroughputResult:
         return min(self.plain) / min(self.segkit)
 
     @property
+    def extra_s(self) -> float:
+        """segkit minus plain seconds per step, best runs: with :data:`TINY_NET`, the fixed cost."""
+        return min(self.segkit) - min(self.plain)
+
+    @property
+    def median_extra_s(self) -> float:
+        return statistics.median(self.segkit) - statistics.median(self.plain)
+
+    @property
     def median_ratio(self) -> float:
         """Median over median, for comparison: noisier where load comes and goes."""
         return statistics.median(self.plain) / statistics.median(self.segkit)
 
 
-class StepTimer(L.Callback):
-    """Writes ``{"batch_starts": [...]}`` (``time.perf_counter`` at each train batch start) to
-    ``path`` when training ends; the benchmark adds it to the run's callbacks."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.starts: list[float] = []
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: object, batch_idx: int) -> None:
-        self.starts.append(time.perf_counter())
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        Path(self.path).write_text(json.dumps({"batch_starts": self.starts}))
+def _per_step(ends: dict[int, float], warmup: int, steps: int) -> float:
+    """Seconds per step between the ends of steps ``warmup`` and ``warmup + steps`` (0-based)."""
+    missing = [step for step in (warmup, warmup + steps) if step not in ends]
+    if missing:
+        raise SegkitError(f"no step time recorded for step {missing[0]}; the run stopped early (see its log)")
+    return (ends[warmup + steps] - ends[warmup]) / steps
 
 
-def train_config(overrides: Sequence[str], output_dir: Path, total_steps: int) -> DictConfig:
-    """The ``train`` config as ``segkit-train OVERRIDES`` composes it, for ``total_steps`` steps
-    with validation and test off, writing under ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            *overrides, f"trainer.max_steps={total_steps}", "++trainer.limit_val_batches=0",
-            "test=false", f"paths.output_dir={output_dir}",
-        ])
-    GlobalHydra.instance().clear()
-    return cfg
+def _segkit_train() -> list[str]:
+    """The ``segkit-train`` console script beside this interpreter (else ``python -m``)."""
+    script = Path(sys.executable).parent / "segkit-train"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("segkit-train")
+    return [found] if found else [sys.executable, "-m", "segkit.cli.train"]
 
 
-def _per_step(starts: Sequence[float], warmup: int, steps: int) -> float:
-    return (starts[warmup + steps] - starts[warmup]) / steps
+def _run(command: list[str], log: Path) -> None:
+    with open(log, "w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise SegkitError(f"{' '.join(command[:3])} ... failed with exit code {done.returncode}: {tail[0]}")
+
+
+def segkit_step_ends(run_dir: Path) -> dict[int, float]:
+    """Wall time at the end of each logged step of a run, from its TensorBoard ``train/loss``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {event.step: event.wall_time for event in events.Scalars("train/loss")}
 
 
 def time_segkit(overrides: Sequence[str], warmup: int, steps: int) -> float:
-    """Seconds per step of ``segkit.cli.train.train`` on the composed config (see the module doc)."""
-    from segkit.cli.train import train
-
+    """Seconds per step of the ``segkit-train`` command (see the module doc)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = train_config(overrides, Path(tmp) / "run", warmup + steps + 1)
-        timings = Path(tmp) / "steps.json"
-        with open_dict(cfg):
-            cfg.callbacks = cfg.get("callbacks") or {}
-            cfg.callbacks.step_timer = {"_target_": f"{__name__}.StepTimer", "path": str(timings)}
-        train(cfg)
-        return _per_step(json.loads(timings.read_text())["batch_starts"], warmup, steps)
+        run_dir = Path(tmp) / "run"
+        _run([*_segkit_train(), *overrides, f"trainer.max_steps={warmup + steps + 1}",
+              "++trainer.limit_val_batches=0", "test=false", f"hydra.run.dir={run_dir}"], Path(tmp) / "segkit.log")
+        return _per_step(segkit_step_ends(run_dir), warmup, steps)
 
 
 def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> float:
-    """Seconds per step of a textbook loop over the same config's train loader and net."""
+    """Seconds per step of the textbook loop (:mod:`segkit.benchmarks.plain_loop`), as a subprocess."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = train_config(overrides, Path(tmp) / "run", warmup + steps + 1)
-        L.seed_everything(cfg.seed, verbose=False)
-        datamodule = instantiate(cfg.data)
-        net = instantiate_model(cfg.model, datamodule).net
-        datamodule.setup("fit")
-        net.train()
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        starts: list[float] = []
-        while len(starts) <= warmup + steps:
-            for images, masks, *_ in datamodule.train_dataloader():
-                starts.append(time.perf_counter())
-                if len(starts) > warmup + steps:
-                    break
-                loss = F.cross_entropy(net(images), masks, ignore_index=datamodule.ignore_index)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        return _per_step(starts, warmup, steps)
+        out = Path(tmp) / "steps.json"
+        _run([sys.executable, "-m", "segkit.benchmarks.plain_loop", str(out), str(warmup + steps + 1), *overrides],
+             Path(tmp) / "plain.log")
+        ends = json.loads(out.read_text())["step_ends"]
+        return _per_step(dict(enumerate(ends)), warmup, steps)
 
 
-def measure_throughput(overrides: Sequence[str] = (), steps: int = 170, warmup: int = 20, repeats: int = 3) -> ThroughputResult:
+def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3) -> ThroughputResult:
     """Alternate plain and segkit runs ``repeats`` times, each timing ``steps`` steps after ``warmup``.
 
+    ``warmup`` and ``warmup + steps`` must be steps whose loss TensorBoard receives (``step + 1``
+    a multiple of :data:`LOG_EVERY`, unless the overrides log every step).
+
     Example:
-        >>> tiny = ["data.image_size=32", "data.train_size=16", "data.batch_size=2"]
-        >>> quiet = ["callbacks.progress_bar=null", "++trainer.enable_progress_bar=false",
-        ...          "callbacks.model_summary=null", "++trainer.enable_model_summary=false"]
-        >>> r = measure_throughput(tiny + quiet, steps=2, warmup=1, repeats=1)
+        >>> r = measure_throughput([*TINY_NET, "data.train_size=16", "data.batch_size=2"], steps=10, warmup=9, repeats=1)
         >>> r.ratio > 0 and len(r.plain) == len(r.segkit) == 1
         True
     """

@@ -4,6 +4,7 @@ Examples::
 
     segkit-bench                      # every benchmark with its defaults
     segkit-bench throughput --repeats 5 --json bench.json   # segkit-train vs a plain loop
+    segkit-bench throughput --tiny    # a net of negligible compute: segkit's fixed cost per step
     segkit-bench throughput --override callbacks.progress_bar=null ++trainer.enable_progress_bar=false
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
@@ -28,30 +29,34 @@ from rich.table import Table
 from segkit.benchmarks.dense_patch import measure_dense_patch
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.predict_memory import measure_predict_memory
-from segkit.benchmarks.throughput import measure_throughput
+from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, measure_throughput
 from segkit.errors import SegkitError
 
 
 def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
-    overrides = [f"data.batch_size={args.batch_size}", f"data.image_size={args.image_size}", *args.override]
-    # No console.status here: segkit-train's own progress bar is part of what is measured.
-    console.print(f"throughput: {args.repeats} x (plain loop, segkit-train), {args.steps} steps after "
-                  f"{args.warmup}; overrides: {' '.join(overrides)}")
-    result = measure_throughput(overrides, args.steps, args.warmup, args.repeats)
+    size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
+    overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
+    what = "tiny net: segkit - plain = fixed cost per step" if args.tiny else "default net"
+    console.print(f"throughput ({what}): {args.repeats} x (plain loop, segkit-train), each a subprocess with its "
+                  f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; overrides: {' '.join(overrides)}")
+    with console.status("throughput: training"):
+        result = measure_throughput(overrides, args.steps, args.warmup, args.repeats)
     table = Table(title=f"Training step time, {' '.join(overrides)}, {torch.get_num_threads()} threads")
     table.add_column("loop")
     table.add_column("ms/step (best)", justify="right")
     table.add_column("median", justify="right")
     table.add_column("runs", justify="right")
     for name, runs in (("plain PyTorch", result.plain), ("segkit-train", result.segkit)):
-        table.add_row(name, f"{1e3 * min(runs):.1f}", f"{1e3 * statistics.median(runs):.1f}",
-                      ", ".join(f"{1e3 * r:.1f}" for r in runs))
+        table.add_row(name, f"{1e3 * min(runs):.2f}", f"{1e3 * statistics.median(runs):.2f}",
+                      ", ".join(f"{1e3 * r:.2f}" for r in runs))
     console.print(table)
     console.print(f"plain / segkit step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
-                  f"{result.median_ratio:.3f} (medians)")
+                  f"{result.median_ratio:.3f} (medians); segkit - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] "
+                  f"a step (best runs), {1e3 * result.median_extra_s:.2f} ms (medians)")
     return {"plain_s_per_step": result.plain, "segkit_s_per_step": result.segkit, "ratio": result.ratio,
-            "median_ratio": result.median_ratio, "overrides": overrides, "steps": result.steps,
-            "warmup": args.warmup, "threads": torch.get_num_threads()}
+            "median_ratio": result.median_ratio, "extra_s_per_step": result.extra_s,
+            "median_extra_s_per_step": result.median_extra_s, "tiny": args.tiny, "overrides": overrides,
+            "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
 
 
 def _fcn(args: argparse.Namespace, console: Console) -> dict[str, object]:
@@ -134,8 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
                         help=f"which to run, of: {', '.join(BENCHMARKS)} (default: all)")
     throughput = parser.add_argument_group("throughput (segkit-train against a plain PyTorch loop)")
-    throughput.add_argument("--steps", type=int, default=170, help="timed training steps per run")
-    throughput.add_argument("--warmup", type=int, default=20, help="untimed steps before timing")
+    throughput.add_argument("--steps", type=int, default=180, help=f"timed training steps per run (a multiple of {LOG_EVERY})")
+    throughput.add_argument("--warmup", type=int, default=19,
+                            help=f"untimed steps before timing (+1 a multiple of {LOG_EVERY}: the logged steps)")
+    throughput.add_argument("--tiny", action="store_true",
+                            help=f"a net of negligible compute ({' '.join(TINY_NET)}): segkit - plain is the fixed cost per step")
     throughput.add_argument("--batch-size", type=int, default=8, help="data.batch_size")
     throughput.add_argument("--image-size", type=int, default=64, help="data.image_size")
     throughput.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop")

@@ -1,0 +1,73 @@
+"""The hand-written loop segkit is measured against: ``python -m segkit.benchmarks.plain_loop``.
+
+It composes the same ``train`` config as ``segkit-train OVERRIDES``, builds the same data module
+and net from it with the same seed, and runs the textbook loop over the same training loader:
+forward, cross-entropy, ``zero_grad``, backward, AdamW step. It records the time at the end of
+every step, as ``segkit-train``'s TensorBoard events do, and writes them to a JSON file.
+
+Example::
+
+    python -m segkit.benchmarks.plain_loop steps.json 200 model.depth=1 data.image_size=32
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segkit.cli.common import instantiate_model
+from segkit.cli.config_dir import config_dir
+
+
+def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """The ``train`` config as ``segkit-train OVERRIDES`` composes it, writing under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def plain_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
+    """``time.perf_counter()`` at the end of each of ``steps`` textbook training steps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_train_config(overrides, Path(tmp))
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = instantiate(cfg.data)
+    net = instantiate_model(cfg.model, datamodule).net
+    datamodule.setup("fit")
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ends: list[float] = []
+    while len(ends) < steps:
+        for images, masks, *_ in datamodule.train_dataloader():
+            loss = F.cross_entropy(net(images), masks, ignore_index=datamodule.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ends.append(time.perf_counter())
+            if len(ends) == steps:
+                break
+    return ends
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``plain_loop OUT.json STEPS [OVERRIDES...]``: write ``{"step_ends": [...]}`` to OUT.json."""
+    out, steps, *overrides = list(sys.argv[1:] if argv is None else argv)
+    Path(out).write_text(json.dumps({"step_ends": plain_step_ends(overrides, int(steps))}))
+
+
+if __name__ == "__main__":
+    main()
