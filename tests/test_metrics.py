@@ -190,3 +190,22 @@ def test_default_class_names_are_numbered() -> None:
 def test_class_names_must_match_num_classes() -> None:
     with pytest.raises(ValueError, match="class_names"):
         SegmentationMetrics(num_classes=3, class_names=["a", "b"])
+
+
+@pytest.mark.parametrize("ignore_index", [255, None, 0, 2, -1, 4])
+def test_counts_equal_boolean_indexing_for_every_ignore_rule(ignore_index: int | None) -> None:
+    # Random targets with negatives, labels >= C and the ignore index, against the plain
+    # definition: keep the valid pixels, count (truth, prediction) pairs. Ignore indices inside
+    # [0, C) (0, 2) take the masked path, the others the one-pass path.
+    generator = torch.Generator().manual_seed(1)
+    target = torch.randint(-3, 8, (3, 23, 17), generator=generator)
+    target[0, :4] = 255
+    logits = torch.randn(3, 4, 23, 17, generator=generator)
+    valid = (target >= 0) & (target < 4)
+    if ignore_index is not None:
+        valid &= target != ignore_index
+    expected = torch.bincount(target[valid] * 4 + logits.argmax(1)[valid], minlength=16).reshape(4, 4)
+    metric = SegmentationMetrics(4, ignore_index=ignore_index)
+    metric.update(logits, target)
+    assert torch.equal(metric.confmat, expected)
+    assert target.min() == -3  # the update left its inputs alone

@@ -16,7 +16,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -40,8 +40,10 @@ def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConf
     return cfg
 
 
-def plain_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
-    """``time.perf_counter()`` at the end of each of ``steps`` textbook training steps."""
+def plain_step_ends(overrides: Sequence[str], steps: int,
+                    before_step: Callable[[int], None] | None = None) -> list[float]:
+    """``time.perf_counter()`` at the end of each of ``steps`` textbook training steps;
+    ``before_step(i)`` is called as step ``i`` starts, before its batch is loaded."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train_config(overrides, Path(tmp))
     L.seed_everything(cfg.seed, verbose=False)
@@ -51,6 +53,8 @@ def plain_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     ends: list[float] = []
+    if before_step is not None:
+        before_step(0)
     while len(ends) < steps:
         for images, masks, *_ in datamodule.train_dataloader():
             loss = F.cross_entropy(net(images), masks, ignore_index=datamodule.ignore_index)
@@ -60,6 +64,8 @@ def plain_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
             ends.append(time.perf_counter())
             if len(ends) == steps:
                 break
+            if before_step is not None:
+                before_step(len(ends))
     return ends
 
 

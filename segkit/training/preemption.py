@@ -33,6 +33,11 @@ from segkit.training.checkpointing import SegmentationCheckpoint, is_last_batch
 log = logging.getLogger(__name__)
 
 
+# Under DDP, steps between the ranks' agreements on a received signal. A signal then stops the
+# run up to this many steps later; SLURM's warning comes minutes ahead (--signal=USR1@120).
+AGREE_EVERY_N_STEPS = 10
+
+
 class Preempted(SystemExit):
     """Raised to end a run after a stop signal was handled; the exit status is ``128 + signum``."""
 
@@ -55,7 +60,9 @@ class Preemption(L.Callback):
     Handles SIGTERM and SIGINT always, and ``requeue_signal`` inside a SLURM job, from the start
     of training to its end (validation included; the save then waits for validation to end). A
     second Ctrl-C stops at once, without saving. Under DDP the ranks agree on the signal every
-    step, so all stop at the same step even when only one was signalled.
+    :data:`AGREE_EVERY_N_STEPS` steps (and at epoch ends and validations), so all stop at the
+    same step even when only one was signalled; a single process checks every step (no
+    collective, no sync).
 
     Example:
         >>> callback = Preemption(checkpoint_dir="runs/1/checkpoints")
@@ -105,11 +112,11 @@ class Preemption(L.Callback):
             return  # mid-accumulation: the gradients so far would be lost
         if ends_epoch and _validates_after_epoch(trainer):
             return  # save after that validation, as an uninterrupted run would
-        self._save_if_signalled(trainer, after_validation=False)
+        self._save_if_signalled(trainer, after_validation=False, every_step=ends_epoch)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self._save_if_signalled(trainer, after_validation=True)
+            self._save_if_signalled(trainer, after_validation=True, every_step=True)
 
     # The exit waits for the next of these hooks, so that Lightning first logs the step's
     # metrics and ModelCheckpoint keeps what the validation just scored.
@@ -123,10 +130,10 @@ class Preemption(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._exit_if_saved(trainer)
 
-    def _save_if_signalled(self, trainer: L.Trainer, after_validation: bool) -> None:
+    def _save_if_signalled(self, trainer: L.Trainer, after_validation: bool, every_step: bool = False) -> None:
         if self._saved is not None:
             return
-        signum = self._agreed_signal(trainer)
+        signum = self._agreed_signal(trainer, every_step)
         if not signum:
             return
         # Every rank takes part; the trainer's CheckpointIO writes atomically.
@@ -152,10 +159,18 @@ class Preemption(L.Callback):
                 _requeue()  # only now: SLURM may end the job as soon as it requeues it
         raise Preempted(self._saved)
 
-    def _agreed_signal(self, trainer: L.Trainer) -> int:
-        """The signal any rank received (0: none); a collective under DDP, so every rank stops together."""
+    def _agreed_signal(self, trainer: L.Trainer, every_step: bool = False) -> int:
+        """The signal any rank received (0: none); a collective under DDP, so every rank stops together.
+
+        Under DDP the ranks compare notes every :data:`AGREE_EVERY_N_STEPS` steps (and after each
+        validation, and at an epoch's end): the all-reduce waits for the step to finish on the
+        GPU, which every step would be a host-device sync on the hot path.
+        """
         received = self._received or 0
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        distributed = trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+        if distributed and not every_step and trainer.global_step % AGREE_EVERY_N_STEPS:
+            return 0  # the same on every rank: global_step is
+        if distributed:
             flag = torch.tensor([received], device=trainer.strategy.root_device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             received = int(flag.item())

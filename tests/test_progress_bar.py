@@ -1,0 +1,26 @@
+"""The training progress bar redraws on a clock, not every step (each redraw reads the logged
+metrics: a host-device sync on a GPU)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar
+
+from segkit.training import progress
+from segkit.training.progress import SegmentationProgressBar
+
+
+def test_redraws_at_most_every_refresh_interval_and_at_each_epoch_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    redrawn: list[int] = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end",
+                        lambda self, trainer, module, outputs, batch, batch_idx: redrawn.append(batch_idx))
+    clock = iter([0.0, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7])  # seconds at the end of batches 0..6
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    bar = SegmentationProgressBar(refresh_every_s=0.25)
+    trainer = SimpleNamespace(num_training_batches=7)
+    for batch_idx in range(7):
+        bar.on_train_batch_end(trainer, None, None, None, batch_idx)  # type: ignore[arg-type]
+    # 0: the first; 3: 0.3 s after 0; 4 (0.2 s after 3): no; 5: 0.3 s after 3; 6: the epoch's last.
+    assert redrawn == [0, 3, 5, 6]
