@@ -1,4 +1,4 @@
-"""Training speed options: ``+model.channels_last=true`` and ``+model.compile=true`` compute the
+"""Training speed options: ``model.channels_last`` and ``+model.compile=true`` compute the
 same function as the plain module, and train through ``segkit-train``. Their speed on this CPU is
 measured by ``segkit-bench throughput`` (docs/overhead.md), not here."""
 
@@ -50,9 +50,11 @@ def test_compile_computes_the_same_logits_and_keeps_the_checkpoint_keys() -> Non
     assert list(fast.state_dict()) == list(plain.state_dict())
 
 
-def test_segkit_train_runs_with_channels_last(tmp_path: Path) -> None:
+def test_segkit_train_runs_with_channels_last_the_unet_default(tmp_path: Path) -> None:
     from segkit.cli.train import train
 
-    metrics = train(task_config("train", [*TINY, "+model.channels_last=true", "test=false"], tmp_path))
+    cfg = task_config("train", [*TINY, "test=false"], tmp_path)
+    assert cfg.model.channels_last is True  # conf/model/unet.yaml: measured faster on CPU
+    metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

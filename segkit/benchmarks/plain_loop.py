@@ -1,8 +1,9 @@
 """The hand-written loop segkit is measured against: ``python -m segkit.benchmarks.plain_loop``.
 
 It composes the same ``train`` config as ``segkit-train OVERRIDES``, builds the same data module
-and net from it with the same seed, and runs the textbook loop over the same training loader:
-forward, cross-entropy, ``zero_grad``, backward, AdamW step. It records the time at the end of
+and net from it with the same seed (in the same memory order: ``model.channels_last``), and runs
+the textbook loop over the same training loader: forward, cross-entropy, ``zero_grad``,
+backward, AdamW step. It records the time at the end of
 every step, as ``segkit-train``'s TensorBoard events do, and writes them to a JSON file.
 
 Example::
@@ -51,13 +52,17 @@ def plain_step_ends(overrides: Sequence[str], steps: int,
     net = instantiate_model(cfg.model, datamodule).net
     datamodule.setup("fit")
     net.train()
+    # The same memory order as segkit's module (model.channels_last): a good loop would use it too.
+    memory_format = torch.channels_last if cfg.model.get("channels_last") else torch.contiguous_format
+    net.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     ends: list[float] = []
     if before_step is not None:
         before_step(0)
     while len(ends) < steps:
         for images, masks, *_ in datamodule.train_dataloader():
-            loss = F.cross_entropy(net(images), masks, ignore_index=datamodule.ignore_index)
+            logits = net(images.contiguous(memory_format=memory_format))
+            loss = F.cross_entropy(logits, masks, ignore_index=datamodule.ignore_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
