@@ -11,7 +11,8 @@ random stream a resume has to continue); ``last.ckpt`` is also written every 4 s
 kills resume mid-epoch and others from a validation's checkpoint.
 
 The two reproductions of the bugs this matrix was written for run in the default suite; the
-rest is marked ``slow``.
+rest is marked ``slow``. The settings are split over two test files (validation cadence, and
+budgets and step mechanics) so that the README's ``-n 2 --dist loadfile`` runs them side by side.
 """
 
 from __future__ import annotations
@@ -103,10 +104,18 @@ KILL_POINTS = ("mid-epoch", "after validation", "epoch end", "during validation"
 DEFAULT_SUITE = {("limit_train_batches", "after validation"), ("val_check_interval int", "last step")}
 
 
-def _cases() -> list[object]:
+CADENCE = ("full epochs", "limit_train_batches", "val_check_interval int", "val_check_interval float",
+           "check_val_every_n_epoch")
+BUDGETS_AND_STEPS = ("max_steps mid-epoch", "max_time", "accumulate_grad_batches", "gradient clipping",
+                     "2 loader workers")
+assert set(CADENCE) | set(BUDGETS_AND_STEPS) == set(SETTINGS)
+
+
+def cases(names: tuple[str, ...]) -> list[object]:
+    """``(setting, kill point)`` parameters of the named settings, slow-marked but for DEFAULT_SUITE."""
     return [pytest.param(name, point, id=f"{name}-{point}".replace(" ", "_"),
                          marks=() if (name, point) in DEFAULT_SUITE else pytest.mark.slow)
-            for name in SETTINGS for point in KILL_POINTS]
+            for name in names for point in KILL_POINTS]
 
 
 def _train(root: Path, run_dir: Path, setting: Setting, *extra: str, workers: int = 0):  # type: ignore[no-untyped-def]
@@ -138,11 +147,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     return run
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize(("name", "point"), _cases())
-def test_a_run_killed_and_run_again_ends_as_if_never_stopped(
-    name: str, point: str, tmp_path: Path, uninterrupted  # type: ignore[no-untyped-def]
-) -> None:
+def assert_resumes_exactly(name: str, point: str, tmp_path: Path, uninterrupted) -> None:  # type: ignore[no-untyped-def]
+    """Kill setting ``name`` at ``point``, run the same command again, compare with the uninterrupted run."""
     setting = SETTINGS[name]
     expected = uninterrupted(name)
     at, step = setting.kills[point]
