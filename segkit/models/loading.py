@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, shown
 from segkit.models.base import SegmentationModule
 from segkit.scoring.losses import check_stored_loss
 from segkit.trust import trusted_class
@@ -52,25 +52,25 @@ def read_checkpoint(path: Path, key: str = "ckpt_path") -> dict[str, Any]:
     ``torch.save`` of weights has no ``segkit_module``), and one holding objects other than
     plain data (``weights_only``: nothing stored in a checkpoint is executed).
     """
-    shown = f"{key}={str(path)!r}" if "\n" in str(path) else f"{key}={path}"
+    where = f"{key}={shown(path)}"
     if not path.is_file():
-        raise SegkitError(f"{shown}: no such file; pass a .ckpt written by segkit-train")
+        raise SegkitError(f"{where}: no such file; pass a .ckpt written by segkit-train")
     if path.stat().st_size == 0:
-        raise SegkitError(f"{shown}: the file is empty (0 bytes); pass a .ckpt written by segkit-train")
+        raise SegkitError(f"{where}: the file is empty (0 bytes); pass a .ckpt written by segkit-train")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise SegkitError(
-            f"{shown}: refused, the file holds objects other than plain data "
+            f"{where}: refused, the file holds objects other than plain data "
             f"({str(error).splitlines()[0][:120]}); use checkpoints written by segkit-train"
         ) from None
     except Exception as error:  # torch raises several types for damaged or foreign files
         raise SegkitError(
-            f"{shown}: not a loadable checkpoint ({type(error).__name__}); pass a .ckpt written by segkit-train"
+            f"{where}: not a loadable checkpoint ({type(error).__name__}); pass a .ckpt written by segkit-train"
         ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "segkit_module"} <= checkpoint.keys():
         raise SegkitError(
-            f"{shown}: not a segkit-train checkpoint (no 'state_dict' and 'segkit_module' entries: a bare "
+            f"{where}: not a segkit-train checkpoint (no 'state_dict' and 'segkit_module' entries: a bare "
             "torch.save of weights?); use one from <run dir>/checkpoints/"
         )
     return checkpoint
