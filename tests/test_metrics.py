@@ -192,20 +192,24 @@ def test_class_names_must_match_num_classes() -> None:
         SegmentationMetrics(num_classes=3, class_names=["a", "b"])
 
 
-@pytest.mark.parametrize("ignore_index", [255, None, 0, 2, -1, 4])
-def test_counts_equal_boolean_indexing_for_every_ignore_rule(ignore_index: int | None) -> None:
-    # Random targets with negatives, labels >= C and the ignore index, against the plain
-    # definition: keep the valid pixels, count (truth, prediction) pairs. Ignore indices inside
-    # [0, C) (0, 2) take the masked path, the others the one-pass path.
+@pytest.mark.parametrize("num_classes", [2, 4])
+@pytest.mark.parametrize("ignore_index", [255, None, 0, 1, -1, 4])
+def test_counts_equal_boolean_indexing_for_every_ignore_rule(ignore_index: int | None, num_classes: int) -> None:
+    # Random targets with negatives, labels >= C and the ignore index, and logits with ties,
+    # against the plain definition: keep the valid pixels, count (truth, argmax) pairs. Ignore
+    # indices inside [0, C) take the masked path, the others the one-pass path; 2 classes take
+    # a comparison instead of the max over classes.
     generator = torch.Generator().manual_seed(1)
     target = torch.randint(-3, 8, (3, 23, 17), generator=generator)
     target[0, :4] = 255
-    logits = torch.randn(3, 4, 23, 17, generator=generator)
-    valid = (target >= 0) & (target < 4)
+    logits = torch.randn(3, num_classes, 23, 17, generator=generator)
+    logits[:, 1, :5] = logits[:, 0, :5]  # ties: the first maximum wins
+    valid = (target >= 0) & (target < num_classes)
     if ignore_index is not None:
         valid &= target != ignore_index
-    expected = torch.bincount(target[valid] * 4 + logits.argmax(1)[valid], minlength=16).reshape(4, 4)
-    metric = SegmentationMetrics(4, ignore_index=ignore_index)
+    expected = torch.bincount(target[valid] * num_classes + logits.argmax(1)[valid],
+                              minlength=num_classes**2).reshape(num_classes, num_classes)
+    metric = SegmentationMetrics(num_classes, ignore_index=ignore_index)
     metric.update(logits, target)
     assert torch.equal(metric.confmat, expected)
     assert target.min() == -3  # the update left its inputs alone

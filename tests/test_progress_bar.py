@@ -24,3 +24,10 @@ def test_redraws_at_most_every_refresh_interval_and_at_each_epoch_end(monkeypatc
         bar.on_train_batch_end(trainer, None, None, None, batch_idx)  # type: ignore[arg-type]
     # 0: the first; 3: 0.3 s after 0; 4 (0.2 s after 3): no; 5: 0.3 s after 3; 6: the epoch's last.
     assert redrawn == [0, 3, 5, 6]
+
+
+@pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 3"), (5, "Epoch 3/4")])
+def test_the_epoch_is_shown_without_a_limit_under_a_step_or_time_budget(max_epochs: int, expected: str) -> None:
+    bar = SegmentationProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs)  # type: ignore[assignment]
+    assert bar._get_train_description(3).strip() == expected

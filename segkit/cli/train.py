@@ -30,7 +30,7 @@ from segkit.cli.common import instantiate_all, instantiate_model, log_run_config
 from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
 from segkit.models.loading import read_checkpoint
-from segkit.training.idle_hooks import skip_idle_step_hooks
+from segkit.training.idle_hooks import pass_through_profiling_for_free, skip_idle_step_hooks
 from segkit.training.run_record import run_overrides, write_run_record
 
 log = logging.getLogger("segkit.train")
@@ -142,6 +142,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and trainer.loggers:
         log_run_config(cfg, model, trainer.loggers)
     skip_idle_step_hooks(trainer.callbacks, model)
+    pass_through_profiling_for_free(trainer)
 
     if cfg.train:
         if ckpt_path and trainer.is_global_zero:

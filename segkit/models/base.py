@@ -123,6 +123,9 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.channels_last, self.compile_net = channels_last, compile
         self._channels_last_applied = False
+        # Set by on_train_epoch_start (None: not fitting, so the loss is logged every step).
+        self._loss_log_every: int | None = None
+        self._last_batch_idx = 0
         self.criterion = build_loss(loss, num_classes, ignore_index)
         self.val_em_metrics: EMMetrics | None = None
         self.test_em_metrics: EMMetrics | None = None
@@ -135,6 +138,15 @@ class SegmentationModule(L.LightningModule):
         self.val_miou_best = MaxMetric()
         # Saved in checkpoints, so a resumed run keeps its best-so-far.
         self.val_miou_best.persistent(True)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Lightning sets _current_fx_name (a str or None) around every hook it calls, about 35
+        # times a training step; nn.Module.__setattr__ first rules out a parameter, buffer or
+        # submodule (Python-level isinstance checks) and then stores it exactly like this.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self._channels_last_applied:
@@ -200,15 +212,19 @@ class SegmentationModule(L.LightningModule):
         the value's device every call); between written steps it only updated the progress bar.
         The loggers get the same values at the same steps as with a call every step.
         """
-        trainer = self.attached_trainer()
-        if trainer is None:
-            return True
-        if trainer.fast_dev_run or trainer.accumulate_grad_batches != 1 or trainer.log_every_n_steps <= 0:
+        every = self._loss_log_every
+        if every is None or every == 1:  # outside fit, or every step
             return True
         # Inside training_step global_step counts the steps already taken, as Lightning's own
         # cadence check (batches that stepped + 1) does.
-        written = (self.global_step + 1) % trainer.log_every_n_steps == 0
-        return written or batch_idx == 0 or batch_idx + 1 >= trainer.num_training_batches
+        return (self.global_step + 1) % every == 0 or batch_idx == 0 or batch_idx >= self._last_batch_idx
+
+    def on_train_epoch_start(self) -> None:
+        # The trainer's logging cadence, read once an epoch rather than in every training step.
+        trainer = self.trainer
+        every_step = trainer.fast_dev_run or trainer.accumulate_grad_batches != 1 or trainer.log_every_n_steps <= 0
+        self._loss_log_every = 1 if every_step else trainer.log_every_n_steps
+        self._last_batch_idx = trainer.num_training_batches - 1
 
     def on_train_epoch_end(self) -> None:
         scores = self.train_metrics.compute()

@@ -88,6 +88,7 @@ class SegmentationCheckpoint(ModelCheckpoint):
                 "(or null to save last.ckpt only after validation)"
             )
         self.last_every_n_train_steps = last_every_n_train_steps
+        self._state_key: str | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -116,9 +117,20 @@ class SegmentationCheckpoint(ModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    @property
+    def state_key(self) -> str:
+        # Lightning formats it from five settings on every hook call (about 30 Python-level
+        # calls a training step); they are fixed once constructed.
+        if self._state_key is None:
+            self._state_key = super().state_key
+        return self._state_key
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Lightning's hook saves only every_n_train_steps or train_time_interval (both off by
+        # default, and then it only checks whether it may save): skip it when it has nothing to do.
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None or not pl_module.automatic_optimization:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
         if not every or trainer.sanity_checking or trainer.global_step % every:
             return

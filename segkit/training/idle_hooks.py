@@ -8,13 +8,22 @@ Lightning skips a hook whose attribute is not callable (``_call_callback_hooks``
 per-step hooks that an object inherits unchanged from Lightning's base classes to ``None`` on
 that object. Nothing a hook does is lost: only inherited no-ops are skipped; a subclass's own
 hooks are kept.
+
+Each hook call Lightning makes also enters ``trainer.profiler.profile(name)``. Without a
+profiler (``trainer.profiler: null``) that is Lightning's ``PassThroughProfiler``, whose
+``profile`` is still a generator-based context manager: about 40 of them per step, each a few
+Python-level calls. :func:`pass_through_profiling_for_free` gives that profiler one shared
+null context instead; a real profiler (``trainer.profiler=simple``, ``advanced``, ...) is left
+as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import lightning as L
+from lightning.pytorch.profilers import PassThroughProfiler
 
 # The hooks Lightning calls on every training step (or optimiser step).
 STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
@@ -45,3 +54,26 @@ def skip_idle_step_hooks(callbacks: Iterable[L.Callback], module: L.LightningMod
                 object.__setattr__(obj, hook, None)
                 skipped += 1
     return skipped
+
+
+_NULL_CONTEXT = contextlib.nullcontext()
+
+
+def _shared_null_context(action_name: str) -> contextlib.nullcontext[None]:
+    return _NULL_CONTEXT
+
+
+def pass_through_profiling_for_free(trainer: L.Trainer) -> bool:
+    """If ``trainer`` profiles nothing (Lightning's ``PassThroughProfiler``), make its
+    ``profile(name)`` return one shared null context; return whether it did.
+
+    Example:
+        >>> trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...                     enable_model_summary=False)
+        >>> pass_through_profiling_for_free(trainer), trainer.profiler.profile("x") is _NULL_CONTEXT
+        (True, True)
+    """
+    if type(trainer.profiler) is not PassThroughProfiler:
+        return False
+    trainer.profiler.profile = _shared_null_context  # type: ignore[method-assign]
+    return True

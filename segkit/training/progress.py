@@ -5,7 +5,8 @@ batch. Reading them calls ``.item()`` on each, which on a GPU waits for the step
 host-device sync every step), and the redraw costs a fraction of a millisecond on a CPU. A person
 reads a bar a few times a second at most, so this one does both at most every
 ``refresh_every_s`` seconds while training, and at an epoch's last batch. Validation, test and
-predict bars behave as Lightning's.
+predict bars behave as Lightning's. Without an epoch limit (``trainer.max_epochs=-1``, a step or
+time budget) the bar says "Epoch 3", not Lightning's "Epoch 3/-2".
 """
 
 from __future__ import annotations
@@ -40,3 +41,11 @@ class SegmentationProgressBar(RichProgressBar):
             return
         self._refreshed_at = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Lightning writes "Epoch 0/-2" for max_epochs=-1 (segkit's step and time budgets).
+        description = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 0:
+            description = description.replace(f"/{max_epochs - 1}", "", 1)
+        return description
