@@ -96,9 +96,13 @@ def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkey
 
 def test_step_times_span_the_timed_steps_only() -> None:
     ends = {0: 0.0, 9: 5.0, 19: 6.0, 29: 9.0, 39: 100.0}
-    assert throughput._per_step(ends, warmup=9, steps=20) == pytest.approx((9.0 - 5.0) / 20)
+    # Steps 9-39 in 10-step intervals of 1, 3 and 91 s (a burst of load): the median, 3 s.
+    assert throughput._per_step(ends, warmup=9, steps=30) == pytest.approx(3.0 / 10)
+    assert throughput._per_step(ends, warmup=9, steps=20) == pytest.approx(2.0 / 10)  # step 39 left out
     with pytest.raises(SegkitError, match="step 49"):
         throughput._per_step(ends, warmup=9, steps=40)
+    with pytest.raises(SegkitError, match="multiple of 10"):
+        throughput._per_step(ends, warmup=9, steps=25)
 
 
 def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ timing code is added to what runs.
 
 The plain side, :mod:`segkit.benchmarks.plain_loop`, is a subprocess too: the same composed
 config, data module, seed and net, and the textbook loop over the same training loader. Both
-are timed from the end of step ``warmup`` to the end of step ``warmup + steps``; runs alternate
-(plain, segkit, plain, ...) so that drift in the machine's load hits both alike.
+are timed from the end of step ``warmup`` to the end of step ``warmup + steps``, each run's
+figure being the median of its 10-step intervals; runs alternate (plain, segkit, plain, ...) so
+that drift in the machine's load hits both alike.
 
 With :data:`TINY_NET` the net's own work is negligible: segkit's step time minus the plain
 loop's is then segkit's fixed cost per step.
@@ -67,12 +68,17 @@ class ThroughputResult:
         return statistics.median(self.plain) / statistics.median(self.segkit)
 
 
-def _per_step(ends: dict[int, float], warmup: int, steps: int) -> float:
-    """Seconds per step between the ends of steps ``warmup`` and ``warmup + steps`` (0-based)."""
-    missing = [step for step in (warmup, warmup + steps) if step not in ends]
-    if missing:
-        raise SegkitError(f"no step time recorded for step {missing[0]}; the run stopped early (see its log)")
-    return (ends[warmup + steps] - ends[warmup]) / steps
+def _per_step(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> float:
+    """Seconds per step from the end of step ``warmup`` to the end of step ``warmup + steps``
+    (0-based): the median over its ``every``-step intervals, so that a burst of load elsewhere
+    on a shared machine spoils one interval rather than the figure (as ``timeit`` keeps the best
+    of its repeats)."""
+    marks = list(range(warmup, warmup + steps + 1, every))
+    missing = [step for step in (*marks, warmup + steps) if step not in ends]
+    if missing or steps % every:
+        raise SegkitError(f"no step time recorded for step {missing[0] if missing else warmup + steps}; "
+                          f"the run stopped early (see its log), or --steps is not a multiple of {every}")
+    return statistics.median((ends[b] - ends[a]) / every for a, b in zip(marks, marks[1:]))
 
 
 def _segkit_train() -> list[str]:
