@@ -1,21 +1,26 @@
-"""How segkit's defaults do on data they were not tuned to: two generated data sets, a classic
-baseline and a hand-written training loop to compare segkit with.
+"""Generated data sets unlike ``shapes`` for checking segkit's defaults, the classic baselines,
+and a hand-written training loop to compare segkit with.
 
 - :func:`write_folder_dataset`: a ``data=folder`` tree of odd-sized RGB scenes, 4 classes
   (stars, crescents, blobs on a striped background), a 2-px ignore band (255) at every object
   boundary; see :mod:`segkit.benchmarks.userdata_render` for what is drawn.
 - :func:`write_nuclei_dataset`: 16-bit TIFF nuclei images with 16-bit instance-label masks.
+- :func:`~segkit.benchmarks.userdata_em.write_em_dataset`: 8-bit grey EM-like membrane
+  images with 0/255 masks.
 - :func:`otsu_scores`: Otsu thresholding on the nuclei, scored per pixel (one confusion matrix)
   and per object (:func:`object_f1`).
-- :func:`hand_loop`: a plain PyTorch U-Net loop as a user would write it, on a folder tree.
+- :func:`~segkit.benchmarks.hand_loop.hand_loop`: a plain PyTorch U-Net loop as a user would
+  write it, on any of these trees.
 
 Command line::
 
     python -m segkit.benchmarks.userdata write-folder OUT [--seed 0 --train 160 --val 40 --class-colours]
     python -m segkit.benchmarks.userdata write-nuclei OUT [--seed 0 --train 24 --val 8 --size 192 176]
+    python -m segkit.benchmarks.userdata write-em OUT [--seed 0 --train 24 --val 8]
     python -m segkit.benchmarks.userdata otsu ROOT [--split val]
     python -m segkit.benchmarks.userdata score ROOT PREDICTIONS [--split val]   # segkit-predict masks
-    python -m segkit.benchmarks.userdata hand-loop ROOT [--seconds 240 --seed 0]
+    python -m segkit.benchmarks.userdata hand-loop ROOT [--seconds 240 --seed 0 --num-classes 4
+                                                        --in-channels 3 --mask-type index]
 """
 
 from __future__ import annotations
@@ -26,16 +31,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from segkit.benchmarks.hand_loop import MASK_TYPES, hand_loop
 from segkit.benchmarks.userdata_render import (
     FOLDER_CLASS_NAMES,
-    IGNORE_INDEX,
     render_folder_scene,
     render_nuclei,
     separated_foreground,
@@ -47,7 +49,6 @@ from segkit.benchmarks.userdata_scores import (
     predicted_scores,
 )
 from segkit.errors import SegkitError
-from segkit.nets.unet import UNet
 
 __all__ = [
     "hand_loop",
@@ -133,71 +134,13 @@ def write_nuclei_dataset(root: Path, seed: int = 0, train: int = 24, val: int = 
     return root
 
 
-def hand_loop(root: Path, seconds: float = 240, seed: int = 0) -> dict[str, Any]:
-    """A plain PyTorch loop on a folder tree: segkit's default U-Net size (depth 3, width 16,
-    batch norm), random 80-px crops (ignore-padded) with flips, batch 16, AdamW 1e-3, cross
-    entropy; trains for ``seconds`` and returns the mIoU on whole val images.
-
-    Example:
-        >>> import tempfile
-        >>> root = write_folder_dataset(Path(tempfile.mkdtemp()) / "s", train=2, val=1)
-        >>> result = hand_loop(root, seconds=0)  # one step
-        >>> 0 <= result["val_mIoU"] <= 1 and result["steps"] >= 1
-        True
-    """
-    def load(split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        pairs = []
-        for path in sorted((Path(root) / split / "images").glob("*.png")):
-            image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
-            mask = np.asarray(Image.open(path.parent.parent / "masks" / path.name), np.int64)
-            pairs.append((torch.from_numpy((image - 0.5) / 0.25).permute(2, 0, 1), torch.from_numpy(mask)))
-        return pairs
-
-    train, val = load("train"), load("val")
-    if not train or not val:
-        raise SegkitError(f"{root}: needs PNG images in train/images and val/images; write some with write-folder")
+def _num_classes(root: Path, given: int | None) -> int:
+    if given is not None:
+        return given
     names = Path(root) / "classes.txt"
-    num_classes = (len(names.read_text().split()) if names.is_file()
-                   else 1 + max(int(m[m != IGNORE_INDEX].max()) for _, m in train + val))
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    net = UNet(num_classes, in_channels=3, depth=3, base_width=16, batch_norm=True)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    crop, steps, start = 80, 0, time.perf_counter()
-
-    def sample() -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = train[int(rng.integers(len(train)))]
-        pad_h, pad_w = max(0, crop - image.shape[1]), max(0, crop - image.shape[2])
-        image = F.pad(image, (0, pad_w, 0, pad_h))
-        mask = F.pad(mask, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-        y, x = int(rng.integers(mask.shape[0] - crop + 1)), int(rng.integers(mask.shape[1] - crop + 1))
-        image, mask = image[:, y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
-        for dim in (-1, -2):
-            if rng.random() < 0.5:
-                image, mask = image.flip(dim), mask.flip(dim)
-        return image, mask
-
-    net.train()
-    while time.perf_counter() - start < seconds or steps == 0:
-        images, masks = (torch.stack(t) for t in zip(*(sample() for _ in range(16))))
-        loss = F.cross_entropy(net(images), masks, ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-    train_seconds = time.perf_counter() - start
-
-    net.eval()
-    hist = torch.zeros(num_classes * num_classes, dtype=torch.int64)
-    with torch.no_grad():
-        for image, mask in val:
-            pred = net(image[None]).argmax(1)[0]
-            valid = mask != IGNORE_INDEX
-            hist += torch.bincount(mask[valid] * num_classes + pred[valid], minlength=num_classes**2)
-    hist = hist.reshape(num_classes, num_classes).double()
-    iou = hist.diagonal() / (hist.sum(0) + hist.sum(1) - hist.diagonal())
-    return {"val_mIoU": float(iou.nanmean()), "per_class_IoU": [float(v) for v in iou],
-            "steps": steps, "seconds": train_seconds}
+    if not names.is_file():
+        raise SegkitError(f"{root} has no classes.txt; give --num-classes")
+    return len(names.read_text().split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     folder = commands.add_parser("write-folder", help="write a data=folder tree of RGB scenes")
     nuclei = commands.add_parser("write-nuclei", help="write 16-bit nuclei TIFFs with instance masks")
-    for sub, train, val in ((folder, 160, 40), (nuclei, 24, 8)):
+    em = commands.add_parser("write-em", help="write 8-bit grey EM-like membrane images with 0/255 masks")
+    for sub, train, val in ((folder, 160, 40), (nuclei, 24, 8), (em, 24, 8)):
         sub.add_argument("out", type=Path)
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--train", type=int, default=train)
@@ -225,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.add_argument("root", type=Path)
     loop.add_argument("--seconds", type=float, default=240)
     loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--num-classes", type=int, default=None,
+                      help="default: the lines of ROOT/classes.txt")
+    loop.add_argument("--in-channels", type=int, default=3)
+    loop.add_argument("--mask-type", choices=MASK_TYPES, default="index")
     args = parser.parse_args(argv)
     try:
         if args.command == "write-folder":
@@ -235,12 +183,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             root = write_nuclei_dataset(args.out, args.seed, args.train, args.val, tuple(args.size))
             result = {"root": str(root), "seconds": time.perf_counter() - started}
+        elif args.command == "write-em":
+            from segkit.benchmarks.userdata_em import write_em_dataset
+
+            started = time.perf_counter()
+            root = write_em_dataset(args.out, args.seed, args.train, args.val)
+            result = {"root": str(root), "seconds": time.perf_counter() - started}
         elif args.command == "otsu":
             result = otsu_scores(args.root, args.split)
         elif args.command == "score":
             result = predicted_scores(args.root, args.predictions, args.split)
         else:
-            result = hand_loop(args.root, args.seconds, args.seed)
+            result = hand_loop(args.root, args.seconds, args.seed, _num_classes(args.root, args.num_classes),
+                               args.in_channels, args.mask_type)
     except (SegkitError, OSError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2

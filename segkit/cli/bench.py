@@ -9,6 +9,7 @@ Examples::
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
     segkit-bench memory --memory-sizes 2048 8192       # peak memory of predicting large images
+    segkit-bench learning --learning-seconds 120       # defaults vs a hand-written loop, 4 data sets
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from rich.table import Table
 
 from segkit.benchmarks.dense_patch import measure_dense_patch
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
+from segkit.benchmarks.learning import SET_NAMES, measure_learning
 from segkit.benchmarks.predict_memory import measure_predict_memory
 from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, measure_throughput
 from segkit.errors import SegkitError
@@ -131,7 +134,23 @@ def _memory(args: argparse.Namespace, console: Console) -> dict[str, object]:
     return {"runs": [run.__dict__ for run in runs], "mode": args.memory_mode, "window": args.memory_window}
 
 
-BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory}
+def _learning(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    directory = args.learning_dir or Path(tempfile.mkdtemp(prefix="segkit-learning-"))
+    console.print(f"learning: {', '.join(args.learning_sets)}, {args.learning_seconds:.0f} s of training each for "
+                  f"segkit-train (defaults) and the hand-written loop, one after the other; data and runs in {directory}")
+    with console.status("learning: training"):
+        results = measure_learning(directory, args.learning_seconds, args.learning_sets, args.override)
+    table = Table(title=f"Final val mIoU after {args.learning_seconds:.0f} s of training, {torch.get_num_threads()} CPU threads")
+    for column in ("set", "segkit defaults", "hand-written loop", "segkit - loop", "steps (segkit / loop)"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.set_name, f"{r.segkit_miou:.3f}", f"{r.hand_miou:.3f}", f"{r.margin:+.3f}",
+                      f"{r.segkit_steps} of {r.segkit_batch} / {r.hand_steps} of {r.hand_batch}")
+    console.print(table)
+    return {"directory": str(directory), "results": [r.__dict__ for r in results]}
+
+
+BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory, "learning": _learning}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--memory-sizes", type=int, nargs="+", default=[2048, 8192], help="square image sides")
     memory.add_argument("--memory-mode", default="slide", choices=["slide", "tile", "whole"])
     memory.add_argument("--memory-window", type=int, default=512)
+    learning = parser.add_argument_group("learning (segkit's defaults against a hand-written loop, same seconds)")
+    learning.add_argument("--learning-seconds", type=float, default=120, help="training seconds of each run")
+    learning.add_argument("--learning-sets", nargs="+", default=list(SET_NAMES), choices=SET_NAMES, metavar="SET",
+                          help=f"of: {', '.join(SET_NAMES)}")
+    learning.add_argument("--learning-dir", type=Path, help="where data and runs go (default: a new temporary folder)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser
