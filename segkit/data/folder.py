@@ -48,6 +48,9 @@ GREY_MEAN, GREY_STD = (0.5,), (0.25,)
 VALIDATE_MODES = ("full", "header", "lazy")
 # Masks decoded at setup under header/lazy validation to catch the 0/255 trap early.
 TRAP_SAMPLE = 8
+# keep_decoded=auto keeps a split's decoded arrays when they take at most this much in all
+# loader processes together: the generated user data sets take 10-80 MiB.
+KEEP_DECODED_LIMIT_BYTES = 1 << 30
 
 
 def auto_crop_size(sizes: Sequence[tuple[int, int]], largest: int = 256, multiple: int = 16) -> int:
@@ -125,6 +128,7 @@ class FolderDataModule(SegmentationDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         validate: str = "full",
+        keep_decoded: bool | str = "auto",
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         whole_number("num_classes", num_classes, 2, "classes")
@@ -132,6 +136,8 @@ class FolderDataModule(SegmentationDataModule):
         if validate not in VALIDATE_MODES:
             raise SegkitError(f"data.validate={validate!r}: use 'full' (decode every pair at setup), 'header' or 'lazy'")
         check_crop_size(crop_size)
+        if keep_decoded not in (True, False, "auto"):
+            raise SegkitError(f"data.keep_decoded={keep_decoded!r}: use auto, true or false")
         if batch_size > 1 and crop_size is None:
             raise SegkitError(
                 f"data.batch_size={batch_size} with data.crop_size=null: images may differ in size; "
@@ -151,21 +157,35 @@ class FolderDataModule(SegmentationDataModule):
         self.mean = list(default_mean if mean is None else mean)
         self.std = list(default_std if std is None else std)
         check_normalization(self.mean, self.std, in_channels)
+        self.keep_decoded = keep_decoded
         self._sets: dict[str, PairDataset] = {}
 
     @property
     def mask_type(self) -> str:
         return self.decoder.mask_type
 
-    def make_split(self, name: str, pairs: Sequence[Pair]) -> PairDataset:
+    def make_split(self, name: str, pairs: Sequence[Pair], sizes: Sequence[tuple[int, int]] | None = None) -> PairDataset:
+        """The split's dataset; ``sizes`` (the images' heights and widths, when known) decide
+        ``keep_decoded=auto``."""
         train = name == "train"
         crop = self.crop_size if train else None
         transform = segmentation_transforms(
             train, self.mean, self.std, hflip=self.hflip, vflip=self.vflip,
             crop_size=crop if isinstance(crop, int) else None, ignore_index=self.ignore_index,
         )
+        with_instances = train and self.mask_type == "instances"
         return PairDataset(pairs, transform, self.in_channels, self.decoder, self.intensity,
-                           with_instances=train and self.mask_type == "instances")
+                           with_instances=with_instances, keep_decoded=self._keeps(sizes, with_instances))
+
+    def _keeps(self, sizes: Sequence[tuple[int, int]] | None, with_instances: bool) -> bool:
+        if self.keep_decoded != "auto":
+            return bool(self.keep_decoded)
+        if sizes is None:  # validate=lazy: sizes unknown
+            return False
+        # float32 pixels, int64 classes (and instance ids) per pixel, in every loader process.
+        bytes_per_pixel = 4 * self.in_channels + 8 * (2 if with_instances else 1)
+        pixels = sum(height * width for height, width in sizes)
+        return pixels * bytes_per_pixel * max(1, self.num_workers) <= KEEP_DECODED_LIMIT_BYTES
 
     def _check(self, name: str, pairs: list[Pair]) -> list[tuple[int, int]] | None:
         """Run the ``validate`` checks on one split; the image sizes where they were read."""
@@ -208,10 +228,9 @@ class FolderDataModule(SegmentationDataModule):
         for name, split_pairs in pairs.items():
             sizes = self._check(name, split_pairs)
             if name == "train" and self.crop_size == "auto":
-                if sizes is None:
-                    sizes = [(header.height, header.width) for header in check_headers(split_pairs[:64])]
-                self.crop_size = auto_crop_size(sizes)
-            self._sets[name] = self.make_split(name, split_pairs)
+                self.crop_size = auto_crop_size(
+                    sizes or [(header.height, header.width) for header in check_headers(split_pairs[:64])])
+            self._sets[name] = self.make_split(name, split_pairs, sizes)
         if "train" in self._sets:
             self.train_set = self._sets["train"]
         self.val_set = self._sets["val"]

@@ -48,26 +48,40 @@ class PairDataset(SampleDataset):
         decoder: MaskDecoder,
         intensity: IntensityScaling | None = None,
         with_instances: bool = False,
+        keep_decoded: bool = False,
     ) -> None:
         self.pairs, self.transform = list(pairs), transform
         self.in_channels, self.decoder = in_channels, decoder
         self.intensity = intensity or IntensityScaling()
         self.with_instances = with_instances
+        # Decoded, checked and scaled arrays by index, filled as samples are first loaded (in
+        # each loader process): decoding costs more than a small net's step on a CPU.
+        self.keep_decoded = keep_decoded
+        self._decoded: dict[int, tuple[np.ndarray, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def load(self, index: int) -> tuple[tv_tensors.TVTensor, ...]:
+    def decode(self, index: int) -> tuple[np.ndarray, ...]:
+        """``(pixels (C, H, W) float, classes (H, W)[, instance ids (H, W)])`` of pair ``index``."""
+        if index in self._decoded:
+            return self._decoded[index]
         try:
             image, classes, instances, _ = load_pair(self.pairs[index], self.in_channels, self.decoder)
         except SegkitError as error:
             raise SampleError(str(error)) from None
-        pixels = np.ascontiguousarray(self.intensity(image).transpose(2, 0, 1))
-        items = [tv_tensors.Image(torch.from_numpy(pixels)), tv_tensors.Mask(torch.from_numpy(classes))]
+        arrays: tuple[np.ndarray, ...] = (np.ascontiguousarray(self.intensity(image).transpose(2, 0, 1)), classes)
         if self.with_instances:
-            ids = instances if instances is not None else np.zeros_like(classes)
-            items.append(tv_tensors.Mask(torch.from_numpy(ids)))
-        return tuple(items)
+            arrays += (instances if instances is not None else np.zeros_like(classes),)
+        if self.keep_decoded:
+            self._decoded[index] = arrays
+        return arrays
+
+    def load(self, index: int) -> tuple[tv_tensors.TVTensor, ...]:
+        # Copies when kept: the transforms hand out views (a crop), which callers may change.
+        arrays = [array.copy() if self.keep_decoded else array for array in self.decode(index)]
+        kinds = (tv_tensors.Image, *(tv_tensors.Mask,) * (len(arrays) - 1))
+        return tuple(kind(torch.from_numpy(array)) for kind, array in zip(kinds, arrays))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         out = super().__getitem__(index)
