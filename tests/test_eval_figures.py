@@ -307,3 +307,28 @@ def test_the_grid_of_a_64_px_image_and_its_overlay_column() -> None:
     # Half of (128, 0, 0) over black, and over white (255): (64, 0, 0) and (192, 128, 128).
     assert fourth[:, 0, 0].tolist() == [64, 0, 0]
     assert fourth[:, 0, -1].tolist() == [192, 128, 128]
+
+
+def test_the_grid_shows_validations_own_predictions_of_its_first_images(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from segkit.palette import colorize
+
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    logged: list[torch.Tensor] = []
+    logger.experiment.add_image = lambda tag, grid, global_step: logged.append(grid)  # type: ignore[method-assign]
+    trainer = SimpleNamespace(loggers=[logger], sanity_checking=False, is_global_zero=True, global_step=5)
+    callback = SegmentationImageLogger(num_images=3, min_tile_size=8)
+    callback.on_validation_epoch_start(trainer, None)  # type: ignore[arg-type]
+    for batch_idx in range(3):  # batches of 2 images, 8 x 8; predictions k everywhere in batch k
+        images, masks = torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
+        outputs = {"preds": torch.full((2, 8, 8), batch_idx + 1), "masks": masks}
+        callback.on_validation_batch_end(trainer, None, outputs, (images, masks), batch_idx)  # type: ignore[arg-type]
+    callback.on_validation_epoch_end(trainer, None)  # type: ignore[arg-type]
+    (grid,) = logged
+    assert tuple(grid.shape) == (3, 3 * (8 + 2) + 2, 3 * (8 + 2) + 2)  # 3 rows: batch 0's two, batch 1's first
+    for row, label in enumerate([1, 1, 2]):
+        prediction_tile = grid[:, 2 + row * 10: 10 + row * 10, 22:30]
+        assert torch.equal(prediction_tile, colorize(torch.full((8, 8), label)).expand_as(prediction_tile))

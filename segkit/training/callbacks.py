@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 import torch
@@ -85,8 +86,9 @@ class SegmentationImageLogger(L.Callback):
     TensorBoard, one row each: ``input | ground truth | prediction``, and with ``overlay`` a
     fourth tile, the prediction's colours blended over the input (alpha 0.5).
 
-    Uses the same images every epoch, so the grids show one scene sharpening over training.
-    Each image is predicted whole; tiles smaller than ``min_tile_size`` px (longer side) are
+    Shows the first images of the validation loader, the same ones every epoch, so the grids show
+    one scene sharpening over training, with the predictions that validation made of them (whole
+    images, test-time augmentation included when set): no extra forward pass. Tiles smaller than ``min_tile_size`` px (longer side) are
     enlarged by a whole factor with nearest neighbour, so pixels stay sharp blocks (a 64-px
     image becomes 256 px), tiles larger than ``max_tile_size`` reduced to it (aspect kept: a
     1 x 100,000 strip would otherwise widen every cell of the grid to 100,000 px), others shown
@@ -104,14 +106,22 @@ class SegmentationImageLogger(L.Callback):
         self.min_tile_size = min_tile_size
         self.max_tile_size = max(max_tile_size, min_tile_size)
         self.overlay = overlay
-        self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._shown: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
-    def _fixed_samples(self, trainer: L.Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if self._samples is None:
-            loader = trainer.val_dataloaders
-            dataset = (loader[0] if isinstance(loader, list) else loader).dataset
-            self._samples = [tuple(dataset[i][:2]) for i in range(min(self.num_images, len(dataset)))]  # type: ignore[misc]
-        return self._samples
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._shown: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        # The validation's own predictions of its first images (the same ones every time, in
+        # the loader's fixed order): no second forward pass.
+        shown = self._shown
+        if (shown is None or len(shown) >= self.num_images or dataloader_idx != 0 or trainer.sanity_checking
+                or not isinstance(outputs, dict) or "preds" not in outputs):
+            return
+        images, masks, preds = batch[0], outputs["masks"], outputs["preds"]
+        for i in range(min(len(images), self.num_images - len(shown))):
+            shown.append((images[i].detach().cpu(), masks[i].cpu(), preds[i].cpu()))
 
     def row(self, image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor) -> list[torch.Tensor]:
         """The tiles of one image (3, H, W) uint8, enlarged to ``min_tile_size`` or reduced to
@@ -133,11 +143,7 @@ class SegmentationImageLogger(L.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
             return
-        rows = []
-        with torch.no_grad():
-            for image, mask in self._fixed_samples(trainer):
-                prediction = pl_module(image[None].to(pl_module.device)).argmax(dim=1)[0].cpu()
-                rows.append(self.row(image, mask, prediction))
+        rows = [self.row(image, mask, prediction) for image, mask, prediction in self._shown or []]
         if not rows:
             return
         grid = self.grid(rows)
