@@ -65,10 +65,14 @@ __all__ = [
 _SPLITS = ("train", "val")
 
 
-def _empty_root(root: Path) -> Path:
+def _new_tree(root: Path) -> Path:
+    """``root/{train,val}/{images,masks}`` made; ``root`` must be new or an empty directory."""
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise SegkitError(f"{root} exists and is not an empty directory; choose a new output directory")
+    for split in _SPLITS:
+        for kind in ("images", "masks"):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
     return root
 
 
@@ -93,10 +97,7 @@ def write_folder_dataset(root: Path, seed: int = 0, train: int = 160, val: int =
         >>> (root / "classes.txt").read_text().split()
         ['background', 'star', 'crescent', 'blob']
     """
-    root = _empty_root(root)
-    for split in _SPLITS:
-        for kind in ("images", "masks"):
-            (root / split / kind).mkdir(parents=True, exist_ok=True)
+    root = _new_tree(root)
     for split, i, rng in _split_rngs(seed, (train, val)):
         image, mask = render_folder_scene(rng, class_colours)
         Image.fromarray(image).save(root / split / "images" / f"scene_{i:04d}.png")
@@ -122,10 +123,7 @@ def write_nuclei_dataset(root: Path, seed: int = 0, train: int = 24, val: int = 
     """
     import tifffile
 
-    root = _empty_root(root)
-    for split in _SPLITS:
-        for kind in ("images", "masks"):
-            (root / split / kind).mkdir(parents=True, exist_ok=True)
+    root = _new_tree(root)
     height, width = size
     for split, i, rng in _split_rngs(seed, (train, val)):
         image, instances = render_nuclei(rng, height, width)

@@ -175,12 +175,9 @@ def write_em_dataset(root: Path, seed: int = 0, train: int = 24, val: int = 8,
     """
     from PIL import Image
 
-    from segkit.benchmarks.userdata import _SPLITS, _empty_root, _split_rngs
+    from segkit.benchmarks.userdata import _new_tree, _split_rngs
 
-    root = _empty_root(root)
-    for split in _SPLITS:
-        for kind in ("images", "masks"):
-            (root / split / kind).mkdir(parents=True, exist_ok=True)
+    root = _new_tree(root)
     low, high = size_range
     for split, i, rng in _split_rngs(seed, (train, val)):
         height, width = (int(s) for s in rng.integers(low, high + 1, size=2))
