@@ -88,9 +88,9 @@ class SegmentationImageLogger(L.Callback):
 
     Shows the first images of the validation loader, the same ones every epoch, so the grids show
     one scene sharpening over training, with the predictions that validation made of them (whole
-    images, test-time augmentation included when set): no extra forward pass. Tiles smaller than ``min_tile_size`` px (longer side) are
-    enlarged by a whole factor with nearest neighbour, so pixels stay sharp blocks (a 64-px
-    image becomes 256 px), tiles larger than ``max_tile_size`` reduced to it (aspect kept: a
+    images, test-time augmentation included when set): no extra forward pass. Tiles smaller than
+    ``min_tile_size`` px (longer side) are enlarged by a whole factor with nearest neighbour, so
+    pixels stay sharp blocks (a 64-px image becomes 256 px), tiles larger than ``max_tile_size`` reduced to it (aspect kept: a
     1 x 100,000 strip would otherwise widen every cell of the grid to 100,000 px), others shown
     as they are; tiles of different sizes are centred on white cells of the largest one. Rank 0
     only; a no-op without a TensorBoardLogger.
