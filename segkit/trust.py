@@ -1,10 +1,11 @@
-"""Which code a file may name: segkit's own classes, nothing else.
+"""Which code a file may name: segkit's own classes and its installed plugins', nothing else.
 
 A checkpoint or a run directory's saved config can name code (``_target_: ...``, a loss's
 dotted path, the module class that wrote a checkpoint). Such files travel: a run directory
 copied from a colleague, a checkpoint downloaded from a paper's page. Importing or calling
-what they name would run their code, so segkit accepts only classes defined inside the
-packages below, and checks the name's text before importing anything. What a user writes on
+what they name would run their code, so segkit accepts only classes defined inside
+segkit or inside a package an installed plugin declares (:mod:`segkit.plugins`: installing it
+was the user's choice to run its code), and checks the name's text before importing anything. What a user writes on
 their own command line or in their own config files is theirs to run, and is not checked here.
 
 Example:
@@ -24,13 +25,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from segkit.errors import SegkitError
+from segkit.plugins import plugin_packages
 
-# Packages whose classes a checkpoint or a saved run config may name.
-TRUSTED_PACKAGES: tuple[str, ...] = ("segkit",)
+
+def trusted_packages() -> tuple[str, ...]:
+    """Packages whose classes a checkpoint or a saved run config may name: segkit and the
+    packages of installed plugins."""
+    return ("segkit", *plugin_packages())
 
 
 def _in_trusted_package(dotted: str) -> bool:
-    return any(dotted == package or dotted.startswith(f"{package}.") for package in TRUSTED_PACKAGES)
+    return any(dotted == package or dotted.startswith(f"{package}.") for package in trusted_packages())
 
 
 def trusted_class(path: str, source: str) -> type:
@@ -41,8 +46,9 @@ def trusted_class(path: str, source: str) -> type:
     found must be a class whose own module is trusted too (``segkit.x.os.system`` reaches a
     function of another package through a segkit module, and is refused).
     """
-    refusal = (f"{source} names {path}: refused, a file may only name segkit's own classes "
-               f"(packages: {', '.join(TRUSTED_PACKAGES)}), since importing it would run its code")
+    refusal = (f"{source} names {path}: refused, a file may only name classes of segkit or of "
+               f"an installed segkit plugin (packages: {', '.join(trusted_packages())}), since importing it "
+               "would run its code")
     text = str(path).replace(":", ".")
     if not _in_trusted_package(text) or not all(part.isidentifier() for part in text.split(".")):
         raise SegkitError(refusal)

@@ -48,7 +48,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
 @pytest.fixture(scope="session")
 def inprocess_run(tmp_path_factory: pytest.TempPathFactory) -> InProcessRun:
     """``train(cfg)`` on the tiny config for 2 epochs (fit, then test on the best checkpoint)."""
-    from segkit.cli.train import train
+    from segkit.training.run import train
 
     output_dir = tmp_path_factory.mktemp("inprocess_train")
     cfg = task_config(

@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from segkit.cli.config_dir import config_dir
+from segkit.config_dir import config_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(config_dir())
@@ -155,7 +155,7 @@ class CliRun:
 
 @dataclass(frozen=True)
 class InProcessRun:
-    """A finished in-process ``segkit.cli.train.train(cfg)`` call."""
+    """A finished in-process ``segkit.training.run.train(cfg)`` call."""
 
     metrics: dict[str, float]
     output_dir: Path

@@ -11,7 +11,8 @@ import torch
 from helpers import CPU, QUIET_CALLBACKS, TINY_DATA, TINY_MODEL, task_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from segkit.cli.train import apply_time_budget, budget_seconds, command_line_keys, train
+from segkit.training.budget import apply_time_budget, budget_seconds
+from segkit.training.run import command_line_keys, train
 from segkit.models import schedules
 from segkit.models.schedules import OneCycleBudgetLR
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from fake_data import make_fake_isbi, make_fake_voc
+from segkit.contracts.fake_data import make_fake_isbi, make_fake_voc
 from helpers import (
     CONF_DIR,
     TRAIN_CMD,
@@ -27,10 +27,10 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from test_folder_data import make_fake_folder
 
-from segkit.cli.common import instantiate_all, instantiate_model
 from segkit.data import PatchDataModule
 from segkit.data.base import SegmentationDataModule
 from segkit.models.base import SegmentationModule
+from segkit.training.build import instantiate_all, instantiate_model
 
 REQUIRED_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "debug", "experiment")
 ALL_OPTIONS = [(group, option) for group in config_groups() for option in config_options(group)]

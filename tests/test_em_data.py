@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_data import make_fake_isbi
+from segkit.contracts.fake_data import make_fake_isbi
 from scipy import ndimage
 from torch.utils.data import Dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import QUIET_CALLBACKS, TRAIN_CMD, describe, run_cli, task_config
 
-from segkit.cli.train import train
+from segkit.training.run import train
 
 TINY_EM = [
     "data=em", "data.image_size=48", "data.train_size=8", "data.val_size=4", "data.test_size=4",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -16,11 +17,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from segkit.cli.errors import SegkitError
 from segkit.cli.eval import evaluate
-from segkit.cli.train import train
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
 from segkit.models import UNetModule
 from segkit.models.loading import load_module
 from segkit.scoring.losses import WeightMapCrossEntropy
+from segkit.training.run import train
 
 SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
 
@@ -45,12 +46,44 @@ def eval_run(cli_run: CliRun, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.timeout(300)
 def test_metrics_json_has_the_scores_and_a_per_class_iou_map(eval_run: dict) -> None:
+    scores = eval_run["val"]  # training's schema: the scores nested under their split
     for key in SCORES:
-        assert isinstance(eval_run[key], float) and 0.0 <= eval_run[key] <= 1.0, key
-    assert isinstance(eval_run["per_class_IoU"], dict)
-    assert list(eval_run["per_class_IoU"]) == list(SHAPES_CLASS_NAMES)
-    ious = [v for v in eval_run["per_class_IoU"].values() if not math.isnan(v)]
-    assert eval_run["mIoU"] == pytest.approx(sum(ious) / len(ious), abs=1e-9)
+        assert isinstance(scores[key], float) and 0.0 <= scores[key] <= 1.0, key
+    assert isinstance(scores["IoU"], dict) and isinstance(scores["Dice"], dict)
+    assert list(scores["IoU"]) == list(scores["Dice"]) == list(SHAPES_CLASS_NAMES)
+    ious = [v for v in scores["IoU"].values() if not math.isnan(v)]
+    assert scores["mIoU"] == pytest.approx(sum(ious) / len(ious), abs=1e-9)
+    assert "mIoU_best" not in scores and "test" not in eval_run
+
+
+@pytest.mark.timeout(300)
+def test_metrics_json_has_training_records_keys_and_evals_own(eval_run: dict, cli_run: CliRun) -> None:
+    trained = json.loads((cli_run.run_dir / "metrics.json").read_text())
+    assert trained["command"] == "train" and eval_run["command"] == "eval"
+    shared = {"command", "run_dir", "overrides", "task_name", "seed", "model", "data", "wall_time_s",
+              "global_step", "epochs", "parameters"}
+    assert shared <= trained.keys() and shared <= eval_run.keys()
+    assert eval_run["split"] == "val" and eval_run["class_names"] == list(SHAPES_CLASS_NAMES)
+    assert eval_run["ckpt_path"] == str(cli_run.last_ckpt.resolve())
+    assert eval_run["tta"] == "none" and eval_run["scales"] == [1.0]
+    assert (Path(eval_run["run_dir"]) / "metrics.json").is_file()
+    # The checkpoint evaluated is the run's last: its step, and the same net.
+    assert eval_run["global_step"] == trained["global_step"]
+    assert eval_run["parameters"] == trained["parameters"]
+    assert eval_run["model"] == trained["model"] == "segkit.models.unet.UNetModule"
+    assert eval_run["data"] == trained["data"] == "segkit.data.ShapesDataModule"
+
+
+@pytest.mark.timeout(300)
+def test_segkit_report_reads_a_training_run_and_its_evaluation(eval_run: dict, cli_run: CliRun, tmp_path: Path) -> None:
+    from segkit.cli.report import main as report
+
+    assert report([str(cli_run.run_dir), eval_run["run_dir"], "--out", str(tmp_path), "--no-figures"]) == 0
+    with (tmp_path / "report.csv").open(newline="") as handle:
+        rows = {Path(row["run_dir"]).resolve(): row for row in csv.DictReader(handle)}
+    trained = json.loads((cli_run.run_dir / "metrics.json").read_text())
+    assert float(rows[cli_run.run_dir.resolve()]["test/mIoU"]) == trained["test"]["mIoU"]
+    assert float(rows[Path(eval_run["run_dir"])]["val/mIoU"]) == eval_run["val"]["mIoU"]
 
 
 @pytest.mark.timeout(300)
@@ -62,11 +95,11 @@ def test_eval_of_last_ckpt_reproduces_the_last_epochs_validation_scores(
     per_epoch = [event.value for event in events.Scalars("val/mIoU")]
     # The target must single out the last epoch, or loading other weights could pass unnoticed.
     assert len(set(per_epoch)) == len(per_epoch), per_epoch
-    assert eval_run["mIoU"] == pytest.approx(per_epoch[-1], abs=1e-6)
+    assert eval_run["val"]["mIoU"] == pytest.approx(per_epoch[-1], abs=1e-6)
     for key in ("mDice", "pixel_acc", "mean_acc", "fwIoU"):
-        assert eval_run[key] == pytest.approx(last_logged(cli_run, f"val/{key}"), abs=1e-6), key
+        assert eval_run["val"][key] == pytest.approx(last_logged(cli_run, f"val/{key}"), abs=1e-6), key
     for per_class in ("IoU", "Dice"):
-        for name, value in eval_run[f"per_class_{per_class}"].items():
+        for name, value in eval_run["val"][per_class].items():
             assert value == pytest.approx(last_logged(cli_run, f"val/{per_class}/{name}"), abs=1e-6), name
 
 
@@ -78,9 +111,10 @@ def test_eval_of_the_best_checkpoint_on_test_reproduces_trainings_test_scores(
     (best,) = [p for p in (cli_run.run_dir / "checkpoints").glob("epoch_*.ckpt")]
     cfg = task_config("eval", [f"ckpt_path={best}", "split=test", *CPU], tmp_path)
     result = evaluate(cfg)
-    assert result["split"] == "test"
-    assert result["mIoU"] == pytest.approx(last_logged(cli_run, "test/mIoU"), abs=1e-6)
-    assert json.loads((tmp_path / "metrics.json").read_text())["mIoU"] == result["mIoU"]
+    assert result["split"] == "test" and "val" not in result
+    assert result["test"]["mIoU"] == pytest.approx(last_logged(cli_run, "test/mIoU"), abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result
+    assert [p.name for p in tmp_path.glob(".*partial")] == []
 
 
 def test_eval_uses_the_training_runs_data_config_even_for_non_square_images(tmp_path: Path) -> None:
@@ -99,14 +133,14 @@ def test_eval_uses_the_training_runs_data_config_even_for_non_square_images(tmp_
         "eval", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *CPU], tmp_path / "eval"
     )
     result = evaluate(eval_cfg)
-    assert result["mIoU"] == pytest.approx(metrics["val/mIoU"], abs=1e-6)
+    assert result["val"]["mIoU"] == pytest.approx(metrics["val/mIoU"], abs=1e-6)
 
 
 def test_a_data_field_override_keeps_the_training_runs_data_config(cli_run: CliRun, tmp_path: Path) -> None:
     # data.batch_size changes nothing that counts: the run's tiny data set is still used.
     cfg = task_config("eval", [f"ckpt_path={cli_run.last_ckpt}", "data.batch_size=3", *CPU], tmp_path)
     result = evaluate(cfg)
-    assert result["mIoU"] == pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
+    assert result["val"]["mIoU"] == pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
 
 
 def test_choosing_a_data_config_replaces_the_training_runs(cli_run: CliRun, tmp_path: Path) -> None:
@@ -114,7 +148,7 @@ def test_choosing_a_data_config_replaces_the_training_runs(cli_run: CliRun, tmp_
         "eval", [f"ckpt_path={cli_run.last_ckpt}", "data=shapes", "data.image_size=16", "data.val_size=2", *CPU], tmp_path
     )
     result = evaluate(cfg)
-    assert result["mIoU"] != pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
+    assert result["val"]["mIoU"] != pytest.approx(last_logged(cli_run, "val/mIoU"), abs=1e-6)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, mentions: str) -> None:
@@ -199,9 +233,9 @@ def test_ddp_on_two_cpu_processes_scores_every_image_once(cli_run: CliRun, tmp_p
     assert np.array_equal(per_image["ddp_cpu"], per_image["cpu"])
     assert scores["ddp_cpu"]["confusion_matrix"] == scores["cpu"]["confusion_matrix"]
     for key in SCORES:
-        assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
-    for name, value in scores["cpu"]["per_class_IoU"].items():
-        other = scores["ddp_cpu"]["per_class_IoU"][name]
+        assert scores["ddp_cpu"]["val"][key] == pytest.approx(scores["cpu"]["val"][key], abs=1e-6), key
+    for name, value in scores["cpu"]["val"]["IoU"].items():
+        other = scores["ddp_cpu"]["val"]["IoU"][name]
         assert (math.isnan(value) and math.isnan(other)) or other == pytest.approx(value, abs=1e-6), name
 
 

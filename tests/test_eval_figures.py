@@ -33,7 +33,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from user_data import write_masks_folder
 
 from segkit.cli.eval import evaluate
-from segkit.cli.train import train
 from segkit.data.shapes_render import SHAPES_CLASS_NAMES
 from segkit.scoring.eval_files import write_eval_files
 from segkit.scoring.figures import figure_to_array
@@ -46,6 +45,7 @@ from segkit.scoring.per_image import (
 )
 from segkit.training.callbacks import SegmentationImageLogger, upscale_tile
 from segkit.training.per_image import PerImageScores
+from segkit.training.run import train
 
 OUTPUT_FILES = ("metrics.json", "confusion_matrix.png", "per_class_iou.png", "per_image.csv",
                 "per_image_confusion.npz", "worst_images.png")
@@ -179,10 +179,10 @@ def test_metrics_json_confusion_matrix_agrees_with_its_scores(eval_dir: tuple[Pa
     counts = np.array(matrix)
     total = counts.sum()
     assert 0 < total <= 8 * 32 * 32  # the 8 test scenes of 32x32, ignored pixels left out
-    assert np.trace(counts) / total == pytest.approx(metrics["pixel_acc"], abs=1e-9)
+    assert np.trace(counts) / total == pytest.approx(metrics["test"]["pixel_acc"], abs=1e-9)
     for c, name in enumerate(SHAPES_CLASS_NAMES):
         union = counts[c].sum() + counts[:, c].sum() - counts[c, c]
-        iou = metrics["per_class_IoU"][name]
+        iou = metrics["test"]["IoU"][name]
         assert (union == 0 and math.isnan(iou)) or counts[c, c] / union == pytest.approx(iou, abs=1e-9), name
 
 

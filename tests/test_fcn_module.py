@@ -127,7 +127,7 @@ def test_voc_experiments_are_the_reference_recipe(experiment: str, lr: float, tm
 def test_a_staged_experiment_without_its_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     from helpers import task_config
 
-    from segkit.cli.train import train
+    from segkit.training.run import train
 
     cfg = task_config("train", ["experiment=fcn16s_voc"], tmp_path)
     with pytest.raises(SegkitError, match=r"model.init_from is not set.*FCN-32s checkpoint"):
@@ -141,17 +141,18 @@ def test_pretrained_weights_warn_when_the_data_uses_other_statistics(monkeypatch
     monkeypatch.setattr(fcn_module, "load_vgg16_backbone", lambda net, weights: None)
     module = FCNModule(num_classes=6, width_mult=0.0625, backbone_weights="imagenet")
     shapes = ShapesDataModule()
-    assert "set data.mean and data.std" in fcn_module.normalization_mismatch(module.expected_normalization, shapes)
+    assert "set data.mean and data.std" in fcn_module.normalization_mismatch(module.expected_normalization, shapes.spec())
     imagenet_shapes = ShapesDataModule(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    assert fcn_module.normalization_mismatch(module.expected_normalization, imagenet_shapes) is None
+    assert fcn_module.normalization_mismatch(module.expected_normalization, imagenet_shapes.spec()) is None
     # Random init expects nothing in particular.
     random_init = FCNModule(num_classes=6, width_mult=0.0625)
-    assert fcn_module.normalization_mismatch(random_init.expected_normalization, shapes) is None
+    assert fcn_module.normalization_mismatch(random_init.expected_normalization, shapes.spec()) is None
 
     import lightning as L
 
     trainer = L.Trainer(logger=False, enable_checkpointing=False, fast_dev_run=1, enable_progress_bar=False,
                         enable_model_summary=False)
+    data = ShapesDataModule(train_size=2, val_size=2, test_size=2, batch_size=2, image_size=16, num_workers=0)
+    module = FCNModule(num_classes=6, width_mult=0.0625, backbone_weights="imagenet", data_spec=data.spec())
     with pytest.warns(UserWarning, match="backbone_weights expect inputs normalised"):
-        trainer.fit(module, datamodule=ShapesDataModule(train_size=2, val_size=2, test_size=2, batch_size=2,
-                                                        image_size=16, num_workers=0))
+        trainer.fit(module, datamodule=data)

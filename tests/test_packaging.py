@@ -82,7 +82,7 @@ def test_installed_wheel_finds_its_configs_and_runs_from_anywhere(
 
     proc = subprocess.run(
         [sys.executable, "-c",
-         "import segkit; from segkit.cli.config_dir import config_dir; "
+         "import segkit; from segkit.config_dir import config_dir; "
          "print(segkit.__file__); print(config_dir())"],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
     )

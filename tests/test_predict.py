@@ -110,8 +110,8 @@ def test_a_checkpoint_moved_away_from_its_run_still_knows_its_normalisation(cli_
     moved = tmp_path / "elsewhere" / "model.ckpt"
     moved.parent.mkdir()
     moved.write_bytes(cli_run.last_ckpt.read_bytes())
-    stored = torch.load(moved, weights_only=True)["segkit_normalization"]
-    assert stored == {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # conf/data/shapes.yaml
+    stored = torch.load(moved, weights_only=True)["segkit_data"]
+    assert (stored["mean"], stored["std"]) == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])  # conf/data/shapes.yaml
     proc = run_cli(PREDICT_CMD, [f"ckpt_path={moved}", f"input={photos / 'wide.png'}", f"output={tmp_path / 'out'}"], tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "out" / "wide.png").is_file()

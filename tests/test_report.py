@@ -26,6 +26,7 @@ def record(job: int, width: int, seed: int, test_miou: float) -> dict[str, Any]:
     """A metrics.json as segkit-train writes it, with values carrying many digits."""
     val = 0.4 + job / 37 + 1e-13 * job  # digits a rounding CSV writer would lose
     return {
+        "command": "train",
         "run_dir": f"/elsewhere/multirun/{job}",  # where it ran; the report names where it is now
         "overrides": [f"model.base_width={width}", f"seed={seed}", "trainer.max_epochs=3"],
         "task_name": "train", "seed": seed, "model": "segkit.models.UNetModule", "data": "segkit.data.Shapes",
@@ -104,6 +105,33 @@ def test_one_run_per_config_has_an_empty_std(tmp_path: Path) -> None:
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-figures"]) == 0
     rows = read_csv(tmp_path / "report_by_config.csv")  # next to the first run: its parent
     assert [(row["model.base_width"], row["n"], row["test/mIoU_std"]) for row in rows] == [("8", "1", ""), ("16", "1", "")]
+
+
+def eval_record(width: int, test_miou: float) -> dict[str, Any]:
+    """A metrics.json as segkit-eval writes it: training's schema, one split, its own keys."""
+    return {
+        "command": "eval", "run_dir": "/elsewhere/eval", "overrides": ["ckpt_path=/x/last.ckpt", "split=test"],
+        "task_name": "eval", "seed": 42, "model": "segkit.models.unet.UNetModule", "data": "segkit.data.Shapes",
+        "wall_time_s": 1.5, "global_step": 300, "epochs": 2,
+        "parameters": {"total": 1000 * width, "trainable": 1000 * width},
+        "test": {"mIoU": test_miou, "mDice": 0.8, "pixel_acc": 0.9, "loss": 0.3,
+                 "IoU": {"background": 0.9, "circle": test_miou, "square": math.nan},
+                 "Dice": {"background": 0.95, "circle": 0.8, "square": math.nan}},
+        "ckpt_path": "/x/last.ckpt", "split": "test", "class_names": ["background", "circle", "square"],
+        "confusion_matrix": [[9, 1, 0], [1, 9, 0], [0, 0, 0]], "tta": "none", "scales": [1.0],
+    }
+
+
+def test_a_report_over_a_training_run_and_an_evaluation(tmp_path: Path) -> None:
+    for name, content in (("train", record(0, 8, 1, 0.5)), ("eval", eval_record(8, 0.625))):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(content))
+    assert main([str(tmp_path / "train"), str(tmp_path / "eval"), "--out", str(tmp_path / "out")]) == 0
+    rows = {Path(row["run_dir"]).name: row for row in read_csv(tmp_path / "out" / "report.csv")}
+    assert float(rows["train"]["test/mIoU"]) == 0.5 and float(rows["eval"]["test/mIoU"]) == 0.625
+    assert rows["eval"]["val/mIoU"] == "" and rows["eval"]["global_step"] == "300"
+    assert rows["eval"]["parameters"] == "8000"
+    assert (tmp_path / "out" / "per_class_iou.png").is_file()
 
 
 def test_report_md_lists_the_better_config_first_and_links_figures(multirun: Path) -> None:

@@ -208,7 +208,7 @@ def test_last_ckpt_follows_every_epoch_even_without_a_new_best(tmp_path: Path) -
     # would then also skip last.ckpt); last.ckpt must still hold the latest step.
     from helpers import task_config
 
-    from segkit.cli.train import train
+    from segkit.training.run import train
 
     overrides = [*TINY, "trainer.max_epochs=2", "model.optimizer.lr=0", "model.scheduler=null", "model.batch_norm=false", "test=false"]
     train(task_config("train", overrides, tmp_path))

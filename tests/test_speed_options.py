@@ -51,7 +51,7 @@ def test_compile_computes_the_same_logits_and_keeps_the_checkpoint_keys() -> Non
 
 
 def test_segkit_train_runs_with_channels_last_the_unet_default(tmp_path: Path) -> None:
-    from segkit.cli.train import train
+    from segkit.training.run import train
 
     cfg = task_config("train", [*TINY, "test=false"], tmp_path)
     assert cfg.model.channels_last is True  # conf/model/unet.yaml: measured faster on CPU

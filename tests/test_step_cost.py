@@ -56,7 +56,7 @@ class CountCalls(L.Callback):
 
 
 def _segkit_calls(tmp_path: Path) -> float:
-    from segkit.cli.train import train
+    from segkit.training.run import train
 
     cfg = compose_train_config([*OVERRIDES, f"trainer.max_steps={LAST + 1}", "++trainer.limit_val_batches=0",
                                 "test=false"], tmp_path / "run")

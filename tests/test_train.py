@@ -28,7 +28,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from segkit.cli.errors import SegkitError
-from segkit.cli.train import resolve_ckpt_path, train
+from segkit.training.run import resolve_ckpt_path, train
+from segkit.training.run_dir import RunDirectory
 
 BEST_CKPT = re.compile(r"epoch_(\d{3})-mIoU_(\d\.\d{4})\.ckpt")
 
@@ -187,6 +188,25 @@ def test_run_dir_holds_the_composed_config(cli_run: CliRun) -> None:
     assert config.trainer.max_epochs == CLI_RUN_EPOCHS
     assert config.data.image_size == 32
     assert cli_run.run_dir.parent == cli_run.root / "logs" / "train" / "runs"
+
+
+def test_run_dir_holds_the_run_record_written_whole(cli_run: CliRun) -> None:
+    run = RunDirectory(cli_run.run_dir)
+    record = run.read_record()
+    assert record["command"] == "train" and Path(record["run_dir"]) == cli_run.run_dir.resolve()
+    assert 0.0 <= record["test"]["mIoU"] <= 1.0 and "IoU" in record["val"]
+    assert record["global_step"] > 0 and record["parameters"]["total"] > 0
+    assert Path(record["best_checkpoint"]).parent == run.checkpoints and record["best_monitor"] == "val/mIoU"
+    assert not list(cli_run.run_dir.glob(".*partial"))  # written through a temporary file, renamed
+
+
+def test_run_directory_knows_where_a_checkpoint_belongs(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path)
+    assert RunDirectory.of_checkpoint(run.checkpoints / "epoch_001.ckpt") == run
+    assert RunDirectory.of_checkpoint(tmp_path / "hpc_ckpt_3.ckpt") == run
+    assert run.config_path == tmp_path / ".hydra" / "config.yaml" and not run.is_run()
+    run.write_record({"command": "train"})
+    assert run.is_run() and run.read_record() == {"command": "train"}
 
 
 def test_tensorboard_has_val_miou_per_epoch_and_prediction_images(cli_run: CliRun) -> None:

@@ -272,7 +272,7 @@ def test_segkit_eval_with_flip_tta_records_it_in_metrics_json(cli_run: CliRun, t
     (written,) = list((tmp_path / "ok" / "logs" / "eval" / "runs").glob("*/metrics.json"))
     metrics = json.loads(written.read_text())
     assert metrics["tta"] == "flip" and metrics["scales"] == [1.0]
-    assert 0.0 <= metrics["mIoU"] <= 1.0
+    assert metrics["command"] == "eval" and 0.0 <= metrics["val"]["mIoU"] <= 1.0
 
     bad = run_cli(EVAL_CMD, [f"ckpt_path={cli_run.last_ckpt}", "inference.tta=rotate", *CPU], tmp_path / "bad")
     assert bad.returncode == 2, describe(bad)

@@ -56,8 +56,8 @@ def test_training_logs_a_grid_of_the_variable_size_validation_images(nuclei_run:
 def test_the_checkpoint_keeps_the_intensity_scaling(nuclei_run: tuple[Path, Path]) -> None:
     _, run_dir = nuclei_run
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["segkit_normalization"] == {
-        "mean": [0.5], "std": [0.25], "intensity": SCALING}
+    stored = checkpoint["segkit_data"]
+    assert (stored["mean"], stored["std"], stored["intensity"]) == ([0.5], [0.25], SCALING)
 
 
 def test_predict_on_a_16_bit_tiff_equals_the_validation_pipeline(nuclei_run: tuple[Path, Path], tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from fake_data import FAKE_VOC_SPLITS, make_fake_isbi, make_fake_voc
+from segkit.contracts.fake_data import FAKE_VOC_SPLITS, make_fake_isbi, make_fake_voc
 
 from segkit.data import EMDataModule, ISBI2012DataModule, PatchDataModule, VOCDataModule
 from segkit.data.base import SegmentationDataModule
@@ -144,7 +144,7 @@ def test_isbi_paper_unet_trains_and_tiles_odd_size_pages(tmp_path: Path) -> None
 
     # Overlap-tile with 20-px output tiles: neither side of the page is a multiple of the tile.
     module = UNetPaperModule(num_classes=2, class_names=dm.class_names, depth=2, base_width=4, dropout=0.0,
-                             tile=20, loss=WEIGHT_MAP)
+                             tile=20, loss=WEIGHT_MAP, data_spec=dm.spec())
     recorder, trainer = fit_and_validate(module, dm)
     assert_every_val_pixel_scored(recorder, dm, 2, em=True)
     assert 0.0 <= float(trainer.callback_metrics["val/pixel_error"]) <= 1.0
@@ -163,7 +163,7 @@ def test_em_paper_unet_trains_and_validates_odd_size_slices(image_size: int | tu
 
     # One pass over each mirror-padded slice (tile=None), as experiment=unet_em predicts.
     module = UNetPaperModule(num_classes=2, class_names=dm.class_names, depth=2, base_width=4, dropout=0.0,
-                             tile=None, loss=WEIGHT_MAP)
+                             tile=None, loss=WEIGHT_MAP, data_spec=dm.spec())
     recorder, trainer = fit_and_validate(module, dm)
     assert_every_val_pixel_scored(recorder, dm, 2, em=True)
     assert 0.0 <= float(trainer.callback_metrics["val/pixel_error"]) <= 1.0
@@ -179,7 +179,7 @@ def test_patch_cnn_trains_on_windows_of_odd_size_images_and_scores_them_densely(
         source = EMDataModule(image_size=ODD_EM_SIDE, train_size=4, val_size=2, test_size=2, batch_size=2,
                               augment=False, num_workers=0)
     module = PatchCNNModule(num_classes=source.num_classes, in_channels=source.in_channels,
-                            class_names=source.class_names, preset="n1", maps=4, hidden=8)
+                            class_names=source.class_names, preset="n1", maps=4, hidden=8, data_spec=source.spec())
     dm = PatchDataModule(source, window=module.window, sampler=WindowSampler(windows_per_image=4), batch_size=2, num_workers=0)
     dm.setup("fit")
     windows, labels = next(iter(dm.train_dataloader()))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_data import FAKE_VOC_SIZES, FAKE_VOC_SPLITS, make_fake_voc
+from segkit.contracts.fake_data import FAKE_VOC_SIZES, FAKE_VOC_SPLITS, make_fake_voc
 
 from segkit.data import VOCDataModule
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD

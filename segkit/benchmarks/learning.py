@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from segkit.benchmarks.hand_loop import BATCH
 from segkit.benchmarks.throughput import _run, _segkit_train
 from segkit.errors import SegkitError
+from segkit.training.run_dir import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ def run_segkit(learning_set: LearningSet, root: Path, seconds: float, run_dir: P
     run_dir.mkdir(parents=True)
     _run([*_segkit_train(), *learning_set.segkit_overrides(root), f"++trainer.max_time={budget(seconds)}",
           "test=false", f"hydra.run.dir={run_dir}", *overrides], run_dir.parent / f"{run_dir.name}.log")
-    record = json.loads((run_dir / "metrics.json").read_text())
-    record["batch_size"] = int(OmegaConf.load(run_dir / ".hydra" / "config.yaml").data.batch_size)
+    run = RunDirectory(run_dir)
+    record = run.read_record()
+    record["batch_size"] = int(OmegaConf.load(run.config_path).data.batch_size)
     return record
 
 

@@ -28,8 +28,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segkit.cli.common import instantiate_model
-from segkit.cli.config_dir import config_dir
+from segkit.config_dir import config_dir
+from segkit.training.build import instantiate_model
 
 
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:

@@ -20,7 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from segkit.atomic import atomic_path
+from segkit.cli.flags import FlagParser
 from segkit.errors import SegkitError
 
 PROGRAM = "segkit-data"
@@ -54,11 +55,6 @@ def _no_directory(path: Path) -> str:
     return "no such directory"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        raise SegkitError(f"{message}; see {PROGRAM} --help")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options of ``segkit-data`` (see ``--help``).
 
@@ -66,7 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         >>> parse_args(["data/mine", "--num-classes", "4"]).num_classes
         4
     """
-    parser = _Parser(
+    parser = FlagParser(
         prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Audit a data=folder tree ROOT/{LAYOUT} before training: sizes, bit depths, "
                     "intensities, class frequencies, traps, and the settings and command to train with.",

@@ -26,8 +26,8 @@ from rich.console import Console
 from segkit.atomic import atomic_path
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_normalization
-from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.config_dir import config_dir
 from segkit.errors import file_in_the_way, shown
 from segkit.inference import export as ex
 from segkit.models.loading import load_module
@@ -154,7 +154,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "class_names": list(module.class_names),
         "in_channels": in_channels,
         **training_normalization(cfg.ckpt_path),
-        **(getattr(module, "input_normalization", None) or {}),
+        **module.input_normalization(),
         "max_abs_diff": diffs,
         "tolerance": {"atol": cfg.atol, "rtol": cfg.rtol},
     }

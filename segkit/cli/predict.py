@@ -36,12 +36,13 @@ from rich.progress import (
 from segkit.atomic import atomic_path
 from segkit.cli.argv import hoist_multirun_flag
 from segkit.cli.common import training_intensity_config, training_normalization
-from segkit.cli.config_dir import config_dir
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.config_dir import config_dir
 from segkit.errors import file_in_the_way, shown
 from segkit.data.intensity import IntensityScaling
 from segkit.data.readers import match_channels, read_array
 from segkit.inference.predict import InferenceConfig, predict_image
+from segkit.models.base import SegmentationModule
 from segkit.models.loading import load_module
 from segkit.palette import colorize, voc_palette
 
@@ -145,11 +146,11 @@ def check_output(images: list[Path], cfg: DictConfig) -> Path:
     return output
 
 
-def normalization(cfg: DictConfig, module: torch.nn.Module) -> tuple[list[float], list[float]]:
+def normalization(cfg: DictConfig, module: SegmentationModule) -> tuple[list[float], list[float]]:
     """``mean``/``std``: given, else those stored in the checkpoint, else the training run's
     config (``<run>/.hydra/config.yaml``)."""
     given = {key: cfg.get(key) for key in ("mean", "std") if cfg.get(key) is not None}
-    stats = {**training_normalization(cfg.ckpt_path), **(getattr(module, "input_normalization", None) or {}), **given}
+    stats = {**training_normalization(cfg.ckpt_path), **module.input_normalization(), **given}
     if stats.get("mean") is None or stats.get("std") is None:
         raise SegkitError(
             f"ckpt_path={cfg.ckpt_path}: the input normalisation is unknown (not in the checkpoint, no "
@@ -166,10 +167,10 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     return match_channels(read_array(path), channels, path)
 
 
-def training_intensity(module: torch.nn.Module, ckpt_path: str) -> IntensityScaling:
+def training_intensity(module: SegmentationModule, ckpt_path: str) -> IntensityScaling:
     """The intensity scaling training applied: stored in the checkpoint, else the run's
     ``data.intensity`` options, else the default (8-bit: / 255)."""
-    stored = (getattr(module, "input_normalization", None) or {}).get("intensity")
+    stored = module.input_normalization().get("intensity")
     if stored is None:
         stored = training_intensity_config(ckpt_path)
     return IntensityScaling.from_config(stored)

@@ -21,19 +21,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from segkit.atomic import atomic_path
+from segkit.cli.flags import FlagParser
 from segkit.errors import SegkitError, shown
 
 PROGRAM = "segkit-report"
 SCORE_FIGURE = "score_by_config.png"
 CLASS_FIGURE = "per_class_iou.png"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        raise SegkitError(f"{message}; see {PROGRAM} --help")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         >>> args.paired, args.paths, args.resamples
         (True, [PosixPath('a'), PosixPath('b')], 500)
     """
-    parser = _Parser(
+    parser = FlagParser(
         prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Compare finished segkit-train runs: one table row per run, seeds aggregated per "
                     "configuration, figures. With --paired, compare two segkit-eval results of the same "

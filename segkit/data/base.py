@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +14,9 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from segkit.data.intensity import IntensityScaling
 from segkit.data.sampling import EpochSampler, ResumableDataLoader
+from segkit.data.spec import DataSpec
 from segkit.errors import SegkitError
 
 
@@ -82,8 +85,10 @@ def resolve_num_workers(num_workers: int | str) -> int:
 class SegmentationDataModule(L.LightningDataModule):
     """Base for data modules yielding ``(image float (C, H, W), mask long (H, W))`` pairs.
 
-    Subclasses set ``num_classes``, ``class_names``, ``in_channels``, ``mean``/``std`` and
-    create ``train_set``, ``val_set`` and ``test_set`` in ``setup``.
+    Subclasses set ``num_classes``, ``class_names``, ``in_channels``, ``mean``/``std`` (and
+    ``intensity``, ``membrane_class`` where they apply) in ``__init__``, so that :meth:`spec`,
+    what the model is built from, is known before ``setup``; and create ``train_set``,
+    ``val_set`` and ``test_set`` in ``setup``.
     """
 
     num_classes: int
@@ -92,6 +97,11 @@ class SegmentationDataModule(L.LightningDataModule):
     ignore_index: int = 255
     # The class whose ISBI 2012 scores (pixel error, V_rand) the model logs; None: none logged.
     membrane_class: int | None = None
+    # Per-channel normalisation after the raw-pixel scaling (None: unknown to the data module).
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    # How raw pixels become about [0, 1] (folder data, data.intensity); None: 8-bit / 255.
+    intensity: IntensityScaling | None = None
     train_set: Dataset
     val_set: Dataset
     test_set: Dataset
@@ -102,27 +112,14 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = pin_memory
 
-    def _loader(
-        self,
-        dataset: Dataset,
-        shuffle: bool,
-        sampler: Sampler | None = None,
-        drop_last: bool | None = None,
-        batch_size: int | None = None,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-    ) -> DataLoader:
-        if drop_last is None:
-            drop_last = shuffle
-        batch_size = batch_size or self.batch_size
+    def _evaluation_loader(self, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
+        """``dataset`` in order, every sample once (shared out among DDP ranks by
+        :func:`evaluation_sampler`), in batches of ``batch_size`` (default ``self.batch_size``)."""
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            collate_fn=collate_fn,
+            batch_size=batch_size or self.batch_size,
+            sampler=evaluation_sampler(dataset),
             **self._worker_options(),
-            # Keep a short last training batch only when it is the only one.
-            drop_last=drop_last and len(dataset) > batch_size,  # type: ignore[arg-type]
             # Its own generator: a new iterator draws a seed for its workers, which would
             # otherwise come from the global RNG and shift the training's dropout after each
             # validation by a different amount with and without (persistent) workers.
@@ -155,14 +152,27 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last=len(sampler) > batch_size,
         )
 
+    @classmethod
+    def contract_config(cls, directory: Path) -> dict[str, Any]:
+        """Config values that make this data module tiny for the data-module contract
+        (:mod:`segkit.contracts`), after writing any files it reads under ``directory``; merged
+        over its config. Override it when the defaults read files or take long to set up."""
+        return {}
+
+    def spec(self) -> DataSpec:
+        """What this data tells the model (:class:`~segkit.data.spec.DataSpec`)."""
+        return DataSpec.of(self.num_classes, self.class_names, self.in_channels, self.ignore_index,
+                           self.mean, self.std, None if self.intensity is None else self.intensity.to_dict(),
+                           self.membrane_class)
+
     def train_dataloader(self) -> DataLoader:
         return self._train_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, sampler=evaluation_sampler(self.val_set))
+        return self._evaluation_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, sampler=evaluation_sampler(self.test_set))
+        return self._evaluation_loader(self.test_set)
 
 
 def evaluation_sampler(dataset: Dataset) -> Sampler | None:

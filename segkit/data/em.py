@@ -10,6 +10,7 @@ Slices are rendered on the fly, in the DataLoader workers, by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,10 @@ class EMDataModule(MembraneDataModule):
         >>> dm.num_classes, dm.membrane_class, tuple(images.shape)
         (2, 1, (4, 1, 64, 64))
     """
+
+    @classmethod
+    def contract_config(cls, directory: Path) -> dict[str, Any]:
+        return {"train_size": 4, "val_size": 2, "test_size": 2, "image_size": 32, "batch_size": 2, "num_workers": 0}
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,6 +86,10 @@ class SliceDataset(SampleDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def sample_name(self, index: int) -> str:
+        """The slice of the stack (per-image scores)."""
+        return f"slice_{self.indices[index]}"
+
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         slice_index = self.indices[index]
         image = tv_tensors.Image(torch.from_numpy(self.images[slice_index])[None])
@@ -104,6 +109,12 @@ class ISBI2012DataModule(MembraneDataModule):
         >>> dm.num_classes, dm.class_names[dm.membrane_class], dm.in_channels
         (2, 'membrane', 1)
     """
+
+    @classmethod
+    def contract_config(cls, directory: Path) -> dict[str, Any]:
+        from segkit.contracts.fake_data import make_fake_isbi
+
+        return {"root": str(make_fake_isbi(directory, pages=5, size=(37, 45))), "val_slices": [3, 4], "num_workers": 0}
 
     def __init__(
         self,

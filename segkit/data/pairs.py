@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,6 +62,10 @@ class PairDataset(SampleDataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def sample_name(self, index: int) -> str:
+        """The image file's name (per-image scores)."""
+        return Path(self.pairs[index][0]).name
 
     def decode(self, index: int) -> tuple[np.ndarray, ...]:
         """``(pixels (C, H, W) float, classes (H, W)[, instance ids (H, W)])`` of pair ``index``."""

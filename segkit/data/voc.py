@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.datasets import VOCSegmentation
 from torchvision.transforms.v2 import functional as TF
 
-from segkit.data.base import SegmentationDataModule, check_normalization, evaluation_sampler
+from segkit.data.base import SegmentationDataModule, check_normalization
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.samples import SampleDataset
 from segkit.data.transforms import segmentation_transforms
@@ -51,6 +52,10 @@ class VOCSplit(SampleDataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def sample_name(self, index: int) -> str:
+        """The image file's name (per-image scores)."""
+        return Path(self.images[index]).name
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         return load_pair(self.images[index], self.masks[index])
@@ -103,6 +108,12 @@ class VOCDataModule(SegmentationDataModule):
     num_classes = len(VOC_CLASS_NAMES)
     in_channels = 3
 
+    @classmethod
+    def contract_config(cls, directory: Path) -> dict[str, Any]:
+        from segkit.contracts.fake_data import make_fake_voc
+
+        return {"root": str(make_fake_voc(directory)), "num_workers": 0}
+
     def __init__(
         self,
         root: str = "data/voc",
@@ -149,7 +160,7 @@ class VOCDataModule(SegmentationDataModule):
         self.test_set = self.val_set
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, batch_size=1, sampler=evaluation_sampler(self.val_set))
+        return self._evaluation_loader(self.val_set, batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, batch_size=1, sampler=evaluation_sampler(self.test_set))
+        return self._evaluation_loader(self.test_set, batch_size=1)

@@ -11,7 +11,8 @@ validation and test keep the wrapped module's whole images, for the dense form t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -140,22 +141,22 @@ class PatchDataModule(SegmentationDataModule):
         ((16, 3, 15, 15), (16,), 6)
     """
 
+    @classmethod
+    def contract_config(cls, directory: Path) -> dict[str, Any]:
+        # The base's own contract values; a 15-px window, not the model's.
+        from segkit.data.shapes import ShapesDataModule
+
+        return {"base": ShapesDataModule.contract_config(directory), "window": 15, "batch_size": 2, "num_workers": 0}
+
     def __init__(self, base: SegmentationDataModule, window: int | None = None, batch_size: int = 4,
                  num_workers: int | str = "auto", pin_memory: bool = False, sampler: WindowSampler | None = None) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.base, self.window, self.sampler = base, window, sampler
         self.num_classes, self.class_names = base.num_classes, base.class_names
         self.in_channels, self.ignore_index = base.in_channels, base.ignore_index
-        # EM bases: the model then also logs the membrane scores (pixel error, V_rand).
-        self.membrane_class = getattr(base, "membrane_class", None)
-
-    @property
-    def mean(self) -> Sequence[float] | None:
-        return getattr(self.base, "mean", None)
-
-    @property
-    def std(self) -> Sequence[float] | None:
-        return getattr(self.base, "std", None)
+        # The base's statistics, scaling and membrane class (EM bases: the ISBI scores).
+        self.mean, self.std, self.intensity = base.mean, base.std, base.intensity
+        self.membrane_class = base.membrane_class
 
     def prepare_data(self) -> None:
         self.base.prepare_data()

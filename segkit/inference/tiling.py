@@ -176,8 +176,9 @@ def overlap_tile(net: torch.nn.Module, images: torch.Tensor, tile: int | None = 
 
     ``tile=None``: one pass over the whole mirror-padded image (padded up to a size the net
     takes). ``tile=T``: output tiles of ``T`` pixels (``T + 2 * context`` must be a valid input
-    side, e.g. 388 for the paper's 572 tiles) placed every multiple of 16 pixels; the result
-    equals the single pass up to floating-point rounding (the same sums in another order).
+    side, e.g. 388 for the paper's 572 tiles) placed at multiples of ``2**net.depth`` pixels
+    (the net's pooling stride: 16 at the paper's depth 4); the result equals the single pass
+    up to floating-point rounding (the same sums in another order).
 
     Example:
         >>> from segkit.nets import PaperUNet

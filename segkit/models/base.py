@@ -27,9 +27,10 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segkit.data.spec import DataSpec
 from segkit.errors import SegkitError
 from segkit.inference.tta import TestTimeAugmentation
-from segkit.models.run_length import check_resumed_schedulers, run_length_kwargs
+from segkit.models.schedule_length import check_resumed_schedulers, run_length_kwargs
 from segkit.nets.traceable import Exportable
 from segkit.scoring.em_metrics import EMMetrics
 from segkit.scoring.losses import build_loss
@@ -41,7 +42,7 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # Optimiser and scheduler are Hydra partials (functools.partial objects). They are kept out of
 # the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
 # weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
-NOT_HPARAMS = ("optimizer", "scheduler", "channels_last", "compile")
+NOT_HPARAMS = ("optimizer", "scheduler", "channels_last", "compile", "data_spec")
 
 
 def check_optimizer(factory: OptimizerFactory | None) -> None:
@@ -77,12 +78,15 @@ class SegmentationModule(L.LightningModule):
             same function; faster on some GPUs and CPUs: ``segkit-bench throughput``).
         compile: train the net through ``torch.compile`` (``nn.Module.compile``: its weights and
             checkpoints unchanged); the first steps of each input size pay for compiling.
+        data_spec: what the data declares (:class:`segkit.data.spec.DataSpec`, or its
+            ``to_dict()``): normalisation and membrane class beside the arguments above. Stored in
+            checkpoints as ``segkit_data``, and restored as :attr:`data_spec` by loading.
 
     Both are training speed options, not hyperparameters: eval, predict and export rebuild the
     net without them. ``conf/model/unet.yaml`` turns ``channels_last`` on (measured faster on
     CPU); elsewhere add them with ``+model.channels_last=true`` / ``+model.compile=true``.
 
-    With data that asks for the ISBI scores (``data.em_scores: true``: the data module's
+    With data that asks for the ISBI scores (``data.em_scores: true``: the spec's
     ``membrane_class`` is set), validation and test also log ``pixel_error``, ``v_rand`` and
     ``rand_error`` (:class:`segkit.scoring.em_metrics.EMMetrics`).
     """
@@ -109,6 +113,7 @@ class SegmentationModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         compile: bool = False,
+        data_spec: DataSpec | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Lightning collects the arguments of every __init__ up the subclass chain (a
@@ -123,6 +128,8 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.channels_last, self.compile_net = channels_last, compile
         self._channels_last_applied = False
+        #: The data's declared side of the contract (None: built without one, e.g. in a notebook).
+        self.data_spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, Mapping) else data_spec
         # Set by on_train_epoch_start (None: not fitting, so the loss is logged every step).
         self._loss_log_every: int | None = None
         self._last_batch_idx = 0
@@ -176,8 +183,7 @@ class SegmentationModule(L.LightningModule):
         return Exportable(self.net, 1, f"{type(self.net).__name__} as trained")
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.attached_trainer(), "datamodule", None)
-        membrane_class = getattr(datamodule, "membrane_class", None)
+        membrane_class = self.data_spec.membrane_class if self.data_spec is not None else None
         if membrane_class is not None and self.num_classes == 2 and self.val_em_metrics is None:
             self.val_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
             self.test_em_metrics = EMMetrics(membrane_class, self.ignore_index).to(self.device)
@@ -310,17 +316,25 @@ class SegmentationModule(L.LightningModule):
         check_resumed_schedulers(self.trainer, type(self).__name__)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # segkit-eval reads this to pick the class to rebuild (only classes in segkit.models).
+        # segkit-eval reads this to pick the class to rebuild (segkit's and its plugins' only).
         checkpoint["segkit_module"] = f"{type(self).__module__}:{type(self).__qualname__}"
-        # The input normalisation the weights expect, for segkit-predict and segkit-export.
-        datamodule = getattr(self.attached_trainer(), "datamodule", None)
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        if mean is not None and std is not None:
-            checkpoint["segkit_normalization"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
-            intensity = getattr(datamodule, "intensity", None)
-            if intensity is not None:  # how raw pixels became [0, 1] (data.intensity)
-                checkpoint["segkit_normalization"]["intensity"] = intensity.to_dict()
+        # What the data declared (normalisation included), for segkit-eval, -predict and -export.
+        if self.data_spec is not None:
+            checkpoint["segkit_data"] = self.data_spec.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        #: ``{"mean": [...], "std": [...]}`` of the training data, if the checkpoint has it.
-        self.input_normalization = checkpoint.get("segkit_normalization")
+        stored = checkpoint.get("segkit_data")
+        if stored is not None:
+            self.data_spec = DataSpec.from_dict(stored)
+            return
+        # Written before segkit_data: the classes from the hyperparameters, the statistics from
+        # segkit_normalization when present.
+        old = checkpoint.get("segkit_normalization") or {}
+        self.data_spec = DataSpec.of(
+            self.num_classes, self.class_names, int(self.hparams.get("in_channels", 3)), self.ignore_index,
+            old.get("mean"), old.get("std"), old.get("intensity"))
+
+    def input_normalization(self) -> dict[str, Any]:
+        """``{"mean", "std"[, "intensity"]}`` the weights expect (:meth:`DataSpec.normalization`),
+        ``{}`` when unknown."""
+        return self.data_spec.normalization() if self.data_spec is not None else {}

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from segkit.data.spec import DataSpec
 from segkit.errors import SegkitError
 from segkit.models.base import SegmentationModule
 from segkit.nets.fcn import FCN8s, FCN8sAtOnce, FCN16s, FCN32s
@@ -75,8 +76,7 @@ class FCNModule(SegmentationModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.attached_trainer(), "datamodule", None)
-        warning = normalization_mismatch(self.expected_normalization, datamodule)
+        warning = normalization_mismatch(self.expected_normalization, self.data_spec)
         if warning:
             rank_zero_warn(warning)
 
@@ -94,15 +94,16 @@ class FCNModule(SegmentationModule):
         return [{"params": weights}, group]
 
 
-def normalization_mismatch(expected: tuple[Sequence[float], Sequence[float]] | None, datamodule: object) -> str | None:
+def normalization_mismatch(expected: tuple[Sequence[float], Sequence[float]] | None,
+                           spec: DataSpec | None) -> str | None:
     """A warning when pretrained weights meet inputs normalised with other statistics.
 
     Example:
         >>> from segkit.data import ShapesDataModule
-        >>> normalization_mismatch((IMAGENET_MEAN, IMAGENET_STD), ShapesDataModule())[:41]
+        >>> normalization_mismatch((IMAGENET_MEAN, IMAGENET_STD), ShapesDataModule().spec())[:41]
         'backbone_weights expect inputs normalised'
     """
-    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    mean, std = (spec.mean, spec.std) if spec is not None else (None, None)
     if expected is None or mean is None or std is None:
         return None
     if torch.allclose(torch.tensor(list(mean)), torch.tensor(expected[0]), atol=1e-3) and torch.allclose(

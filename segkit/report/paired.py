@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.training.run_dir import PER_IMAGE_NPZ, RECORD_NAME, RunDirectory
 
-NPZ_NAME = "per_image_confusion.npz"
 # Draw counts held at once: resamples per chunk x images (float64, 8 bytes each).
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -48,14 +47,15 @@ def find_confusion(path: Path | str) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    if (path / NPZ_NAME).is_file():
-        return path / NPZ_NAME
-    found = sorted(path.glob(f"eval*/{NPZ_NAME}")) if path.is_dir() else []
+    run = RunDirectory(path)
+    if run.per_image_confusion.is_file():
+        return run.per_image_confusion
+    found = run.evaluations() if path.is_dir() else []
     if len(found) == 1:
-        return found[0]
+        return found[0].per_image_confusion
     if found:
-        raise SegkitError(f"{path}: several evaluations ({', '.join(str(p.parent) for p in found)}); pass one of them")
-    raise SegkitError(f"{path}: no {NPZ_NAME} in it or in its eval*/ directories (a segkit-eval output directory holds one)")
+        raise SegkitError(f"{path}: several evaluations ({', '.join(str(e.path) for e in found)}); pass one of them")
+    raise SegkitError(f"{path}: no {PER_IMAGE_NPZ} in it or in its eval*/ directories (a segkit-eval output directory holds one)")
 
 
 def load_confusion(path: Path | str) -> EvalResult:
@@ -71,9 +71,12 @@ def load_confusion(path: Path | str) -> EvalResult:
     if not len(files):
         raise SegkitError(f"{npz}: holds no images")
     class_names = None
-    metrics = npz.parent / "metrics.json"
-    if metrics.is_file():
-        names = json.loads(metrics.read_text()).get("class_names")
+    run = RunDirectory(npz.parent)
+    if run.record_path.is_file():
+        try:
+            names = run.read_record().get("class_names")
+        except (OSError, ValueError, AttributeError) as error:
+            raise SegkitError(f"{run.record_path}: unreadable {RECORD_NAME} ({error})") from None
         class_names = [str(n) for n in names] if isinstance(names, list) else None
     return EvalResult(npz, confusion, files, class_names)
 

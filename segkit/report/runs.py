@@ -1,9 +1,10 @@
 """Find finished runs (each a directory with ``metrics.json``) and what was swept between them.
 
-A PATH is a run directory (``segkit-train``'s, or ``segkit-eval``'s output directory), a
-``metrics.json`` file, or a directory of runs: a Hydra multirun directory (numbered job
-directories ``0/``, ``1/``, ...) or e.g. ``logs/train/runs/``. A job or run directory without a
-readable ``metrics.json`` (unfinished, failed, older segkit) is *skipped*, with the reason.
+A PATH is a run directory (``segkit-train``'s, or ``segkit-eval``'s output directory: both write
+one record schema, :mod:`segkit.training.run_record`), a ``metrics.json`` file, or a directory
+of runs: a Hydra multirun directory (numbered job directories ``0/``, ``1/``, ...) or e.g.
+``logs/train/runs/``. A job or run directory without a readable ``metrics.json`` (unfinished,
+failed, older segkit) is *skipped*, with the reason.
 
 Example:
     >>> import json, tempfile
@@ -20,17 +21,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECORD_NAME = "metrics.json"
+from segkit.training.run_dir import RECORD_NAME, RunDirectory
+
 # Override keys that only re-draw a run: runs differing only in these form one configuration.
 SEED_KEYS = ("seed", "data.seed")
-# segkit-eval's metrics.json keys for the scalar scores (flat, one split).
-_EVAL_SCALARS = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU", "pixel_error", "v_rand", "rand_error")
 
 Settings = tuple[tuple[str, "str | None"], ...]
 
@@ -106,27 +105,10 @@ def lookup(record: dict[str, Any], name: str) -> Any:
     return node
 
 
-def nested_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``segkit-eval`` record (flat scores of one ``split``) nested like ``segkit-train``'s.
-
-    Example:
-        >>> nested_record({"split": "test", "mIoU": 0.5, "per_class_IoU": {"a": 0.5}})["test"]
-        {'mIoU': 0.5, 'IoU': {'a': 0.5}}
-    """
-    split = record.get("split")
-    if split not in ("val", "test") or not isinstance(record.get("mIoU"), (int, float)) or split in record:
-        return record
-    scores: dict[str, Any] = {key: record[key] for key in _EVAL_SCALARS if key in record}
-    for kind in ("IoU", "Dice"):
-        if isinstance(record.get(f"per_class_{kind}"), dict):
-            scores[kind] = record[f"per_class_{kind}"]
-    return {**record, split: scores}
-
-
-def _overrides_of(run_dir: Path, record: dict[str, Any]) -> list[str]:
+def _overrides_of(run_dir: RunDirectory, record: dict[str, Any]) -> list[str]:
     if isinstance(record.get("overrides"), list):
         return record["overrides"]
-    saved = run_dir / ".hydra" / "overrides.yaml"  # records written before "overrides" existed
+    saved = run_dir.overrides_path  # records written before "overrides" existed
     if saved.is_file():
         import yaml  # PyYAML, installed with omegaconf
 
@@ -140,24 +122,23 @@ def read_run(run_dir: Path) -> Run | Skipped:
     run_dir = Path(run_dir)
     if run_dir.name == RECORD_NAME and run_dir.is_file():
         run_dir = run_dir.parent
-    path = run_dir / RECORD_NAME
-    if not path.is_file():
+    run = RunDirectory(run_dir)
+    if not run.record_path.is_file():
         return Skipped(run_dir, f"no {RECORD_NAME} (unfinished or failed run?)")
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        record = run.read_record()
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return Skipped(run_dir, f"unreadable {RECORD_NAME}: {error}")
     if not isinstance(record, dict):
         return Skipped(run_dir, f"{RECORD_NAME} holds no JSON object")
-    return Run(run_dir.resolve(), nested_record(record), parse_overrides(_overrides_of(run_dir, record)))
+    return Run(run_dir.resolve(), record, parse_overrides(_overrides_of(run, record)))
 
 
 def _children(container: Path) -> list[Path]:
     """Job directories (numbered, in number order), then other subdirectories that look like runs."""
     subdirs = [p for p in container.iterdir() if p.is_dir() and not p.name.startswith(".")]
     jobs = sorted((p for p in subdirs if p.name.isdigit()), key=lambda p: int(p.name))
-    runs = sorted(p for p in subdirs if not p.name.isdigit()
-                  and ((p / RECORD_NAME).is_file() or (p / ".hydra").is_dir()))
+    runs = sorted(p for p in subdirs if not p.name.isdigit() and RunDirectory(p).is_run())
     return jobs + runs
 
 
@@ -170,7 +151,7 @@ def find_runs(paths: Sequence[Path | str]) -> tuple[list[Run], list[Skipped]]:
         if not given.exists():
             skipped.append(Skipped(given, "does not exist"))
             continue
-        if given.is_file() or (given / RECORD_NAME).is_file() or (given / ".hydra").is_dir():
+        if given.is_file() or RunDirectory(given).is_run():
             candidates = [given]  # one run (.hydra/: a run directory, finished or not)
         else:
             candidates = _children(given)

@@ -23,12 +23,7 @@ from segkit.scoring.figures import confusion_figure, per_class_iou_figure, save_
 from segkit.scoring.gallery import GalleryRow, gallery_figure
 from segkit.scoring.metrics import scores_from_confusion
 from segkit.scoring.per_image import PerImageTable
-
-CONFUSION_PNG = "confusion_matrix.png"
-PER_CLASS_IOU_PNG = "per_class_iou.png"
-PER_IMAGE_CSV = "per_image.csv"
-PER_IMAGE_NPZ = "per_image_confusion.npz"
-WORST_IMAGES_PNG = "worst_images.png"
+from segkit.training.run_dir import CONFUSION_PNG, PER_CLASS_IOU_PNG, PER_IMAGE_CSV, PER_IMAGE_NPZ, WORST_IMAGES_PNG
 
 
 def split_figures(confusion: np.ndarray, class_names: Sequence[str], split: str) -> dict[str, Figure]:

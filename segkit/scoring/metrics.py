@@ -17,35 +17,38 @@ SCALAR_SCORES = ("mIoU", "mDice", "pixel_acc", "mean_acc", "fwIoU")
 
 
 def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
-    """All segmentation scores of a confusion matrix (rows = ground truth, cols = prediction).
+    """All segmentation scores of a confusion matrix (rows = ground truth, cols = prediction),
+    or of each matrix of a stack ``(..., K, K)`` (e.g. one per image).
 
-    Returns ``pixel_acc``, ``mean_acc``, ``mIoU``, ``fwIoU``, ``mDice`` (scalars) and ``IoU``,
-    ``acc``, ``Dice`` (per class; NaN for a class that is absent from both ground truth and
-    prediction, and such a class is left out of the means). Dice (F1), what medical imaging
-    reports, is ``2 TP / (2 TP + FP + FN)`` of the same matrix. Computed in float64.
+    Returns ``pixel_acc``, ``mean_acc``, ``mIoU``, ``fwIoU``, ``mDice`` (scalars, one per matrix)
+    and ``IoU``, ``acc``, ``Dice`` (per class; NaN for a class that is absent from both ground
+    truth and prediction, and such a class is left out of the means). Dice (F1), what medical
+    imaging reports, is ``2 TP / (2 TP + FP + FN)`` of the same matrix. Computed in float64.
 
     Example:
         >>> hist = torch.tensor([[3, 1], [0, 4]])
         >>> round(scores_from_confusion(hist)["mIoU"].item(), 4)
         0.775
+        >>> scores_from_confusion(torch.stack([hist, torch.zeros(2, 2)]))["pixel_acc"].tolist()
+        [0.875, nan]
     """
     hist = hist.to(torch.float64)
-    diag = hist.diagonal()
-    gt_count = hist.sum(dim=1)
-    pred_count = hist.sum(dim=0)
-    total = hist.sum()
+    diag = hist.diagonal(dim1=-2, dim2=-1)
+    gt_count = hist.sum(dim=-1)
+    pred_count = hist.sum(dim=-2)
+    total = hist.sum(dim=(-2, -1))
     # 0/0 -> NaN marks "not present", which nanmean then skips, as in the reference code.
     acc = diag / gt_count
     iou = diag / (gt_count + pred_count - diag)
     dice = 2 * diag / (gt_count + pred_count)
-    freq = gt_count / total
+    freq = gt_count / total.unsqueeze(-1)
     present = freq > 0
     return {
-        "pixel_acc": diag.sum() / total,
-        "mean_acc": acc.nanmean(),
-        "mIoU": iou.nanmean(),
-        "fwIoU": (freq[present] * iou[present]).sum(),
-        "mDice": dice.nanmean(),
+        "pixel_acc": diag.sum(dim=-1) / total,
+        "mean_acc": acc.nanmean(dim=-1),
+        "mIoU": iou.nanmean(dim=-1),
+        "fwIoU": torch.where(present, freq * iou, 0.0).sum(dim=-1),
+        "mDice": dice.nanmean(dim=-1),
         "IoU": iou,
         "acc": acc,
         "Dice": dice,

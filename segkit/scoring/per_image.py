@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from segkit.scoring.metrics import scores_from_confusion
+
 # The columns of per_image.csv and the arrays of per_image_confusion.npz (segkit-report reads them).
 CSV_COLUMNS = ("index", "file", "mIoU", "pixel_acc")
 NPZ_CONFUSION, NPZ_FILES = "confusion", "files"
@@ -47,7 +49,8 @@ def confusion_per_image(
 
 
 def image_scores(confusion: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(mIoU, pixel_acc)`` of each ``(K, K)`` matrix of ``confusion`` ``(N, K, K)``.
+    """``(mIoU, pixel_acc)`` of each ``(K, K)`` matrix of ``confusion`` ``(N, K, K)``, as
+    :func:`~segkit.scoring.metrics.scores_from_confusion` scores a split's matrix.
 
     An image's mIoU averages the IoU of the classes present in its truth or its prediction;
     both are NaN for an image without a scored pixel.
@@ -57,41 +60,27 @@ def image_scores(confusion: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.n
         >>> miou.round(4).tolist(), acc.tolist()
         ([0.375, nan], [0.75, nan])
     """
-    hist = np.asarray(confusion, dtype=np.float64)
-    diag = np.diagonal(hist, axis1=-2, axis2=-1)
-    union = hist.sum(axis=-1) + hist.sum(axis=-2) - diag
-    total = hist.sum(axis=(-2, -1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = diag / union  # NaN where a class is in neither truth nor prediction
-        present = union > 0
-        miou = np.where(present.any(axis=-1), np.where(present, iou, 0).sum(axis=-1) / present.sum(axis=-1), np.nan)
-        acc = diag.sum(axis=-1) / total
-    return miou, acc
+    scores = scores_from_confusion(torch.as_tensor(confusion).cpu())
+    return scores["mIoU"].numpy(), scores["pixel_acc"].numpy()
 
 
 def sample_name(dataset: Dataset | None, index: int) -> str:
-    """The file name of sample ``index`` when ``dataset`` knows it (folder pairs, VOC image
-    lists, ISBI slices; through ``Subset``), else ``#<index>``.
+    """The name of sample ``index``: what the dataset's own ``sample_name(index)`` method says
+    (the data contract's naming: file names of folder pairs and VOC, ISBI slices; through
+    ``Subset``), else ``#<index>``.
 
     Example:
         >>> class Split(Dataset):
-        ...     images = ["/data/a.png", "/data/b.png"]
+        ...     def sample_name(self, index: int) -> str:
+        ...         return ["a.png", "b.png"][index]
         >>> sample_name(Split(), 1), sample_name(Subset(Split(), [1, 0]), 1), sample_name(None, 7)
         ('b.png', 'a.png', '#7')
     """
     inner, at = dataset, index
     while isinstance(inner, Subset):
         inner, at = inner.dataset, int(inner.indices[at])
-    try:
-        if hasattr(inner, "pairs"):  # PairDataset: (image path, mask path) per sample
-            return Path(inner.pairs[at][0]).name
-        if isinstance(getattr(inner, "images", None), (list, tuple)):  # VOCSplit: image paths
-            return Path(inner.images[at]).name
-        if isinstance(getattr(inner, "indices", None), (list, tuple)):  # ISBI: slices of a stack
-            return f"slice_{int(inner.indices[at])}"
-    except (IndexError, TypeError):
-        pass
-    return f"#{index}"
+    named = getattr(inner, "sample_name", None)
+    return str(named(at)) if callable(named) else f"#{index}"
 
 
 class PerImageTable:

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from segkit.errors import SegkitError
+from segkit.training.run_dir import RunDirectory
 
 # Trainer settings that change what the run's steps compute; the others (limits, validation
 # cadence, logging, devices) may differ between a run and its resumption.
@@ -71,19 +72,15 @@ def first_difference(saved: DictConfig, new: DictConfig) -> tuple[str, Any, Any]
     return None
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last.ckpt").is_file() or any(run_dir.glob("hpc_ckpt_*.ckpt"))
-
-
 def command_of(config: DictConfig) -> str:
     """The segkit command a composed config is for (``train``, ``eval``, ...): Hydra's config
     name (``task_name`` may be renamed, e.g. by ``debug=...``)."""
     return str(OmegaConf.select(config, "hydra.job.config_name", default=None) or config.get("task_name"))
 
 
-def _saved_command(run_dir: Path, saved: DictConfig) -> str:
+def _saved_command(run_dir: RunDirectory, saved: DictConfig) -> str:
     try:
-        return command_of(OmegaConf.merge(saved, OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")))
+        return command_of(OmegaConf.merge(saved, OmegaConf.load(run_dir.hydra_config_path)))
     except (OSError, yaml.YAMLError, OmegaConfBaseException):
         return str(saved.get("task_name"))
 
@@ -91,7 +88,8 @@ def _saved_command(run_dir: Path, saved: DictConfig) -> str:
 def check_run_directory(config: DictConfig) -> None:
     """Refuse (:class:`SegkitError`) a command that would take over another run's directory."""
     run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
-    saved_path = run_dir / ".hydra" / "config.yaml"
+    run = RunDirectory(run_dir)
+    saved_path = run.config_path
     if not saved_path.is_file():
         return
     task = command_of(config)
@@ -99,13 +97,13 @@ def check_run_directory(config: DictConfig) -> None:
         saved = OmegaConf.load(saved_path)
     except (OSError, yaml.YAMLError, OmegaConfBaseException):
         raise SegkitError(f"hydra.run.dir={run_dir}: its .hydra/config.yaml is unreadable; choose a new hydra.run.dir") from None
-    before = _saved_command(run_dir, saved)
+    before = _saved_command(run, saved)
     if before != task:
         raise SegkitError(
             f"hydra.run.dir={run_dir} holds a segkit-{before} run; segkit-{task} writes into a directory of "
             "its own: leave hydra.run.dir unset or choose a new one"
         )
-    if task != "train" or config.get("ckpt_path") not in ("auto", "last") or not _has_checkpoint(run_dir):
+    if task != "train" or config.get("ckpt_path") not in ("auto", "last") or run.latest_checkpoint() is None:
         return
     difference = first_difference(saved, config)
     if difference is not None:
@@ -130,7 +128,7 @@ def check_named_files(config: DictConfig) -> None:
     if command_of(config) == "train":
         return
     checkpoint_module_class(checkpoint, f"ckpt_path={ckpt_path}")
-    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    run_config = RunDirectory.of_checkpoint(ckpt_path).config_path
     if command_of(config) == "eval" and run_config.is_file():
         try:
             trained = OmegaConf.load(run_config)

@@ -1,24 +1,28 @@
-"""``metrics.json``: what a finished training run scored, and how it was run, in its run directory.
+"""``metrics.json``: what a finished run scored, and how it was run, in its run directory.
 
-One file per run, written once by rank 0 at the end of ``segkit-train``; ``segkit-report``
-reads these to compare the runs of a sweep. Scores are the values the run logged (TensorBoard
-shows the same numbers), nested by their ``/``-separated names: ``val/IoU/circle`` is
-``record["val"]["IoU"]["circle"]``.
+One file per run, written atomically once by rank 0 at the end of ``segkit-train`` and of
+``segkit-eval`` (:meth:`segkit.training.run_dir.RunDirectory.write_record`); ``segkit-report``
+reads them to compare runs. One schema for both commands:
+
+- ``command`` (``"train"`` or ``"eval"``), ``run_dir``, ``overrides`` (as typed), ``task_name``,
+  ``seed``, ``model`` (the module's class), ``data`` (the data config's ``_target_``),
+  ``wall_time_s``, ``global_step`` and ``epochs`` (for eval: the checkpoint's), ``parameters``
+  (``total``, ``trainable``);
+- the scores the run logged (TensorBoard shows the same numbers), nested by their
+  ``/``-separated names: ``val/IoU/circle`` is ``record["val"]["IoU"]["circle"]``;
+- train: ``best_checkpoint``, ``best_monitor``, ``best_score``;
+- eval: ``ckpt_path``, ``split`` (the one score key), ``class_names``, ``confusion_matrix``
+  (counts, rows truth, columns prediction), ``tta``, ``scales``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-
-from segkit.atomic import atomic_path
-
-RECORD_NAME = "metrics.json"
 
 
 def nest_scores(flat: dict[str, float]) -> dict[str, Any]:
@@ -46,47 +50,50 @@ def run_overrides() -> list[str]:
     return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]  # type: ignore[union-attr]
 
 
-def run_record(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, metrics: dict[str, float],
-               wall_time_s: float) -> dict[str, Any]:
-    """The content of ``metrics.json`` (plain JSON data)."""
-    checkpoint = trainer.checkpoint_callback
-    best_score = getattr(checkpoint, "best_model_score", None)
-    record: dict[str, Any] = {
+def record_header(command: str, cfg: DictConfig, model: L.LightningModule, *, data_class: str | None,
+                  wall_time_s: float, global_step: int | None, epochs: int | None) -> dict[str, Any]:
+    """The keys every record has, before its scores and its command's own keys."""
+    return {
+        "command": command,
         "run_dir": str(Path(cfg.paths.output_dir).resolve()),
         "overrides": run_overrides(),
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
-        "model": OmegaConf.select(cfg, "model._target_"),
-        "data": OmegaConf.select(cfg, "data._target_"),
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "data": data_class,
         "wall_time_s": round(wall_time_s, 3),
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
+        "global_step": global_step,
+        "epochs": epochs,
         "parameters": {
             "total": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         },
-        "best_checkpoint": getattr(checkpoint, "best_model_path", "") or None,
-        "best_monitor": getattr(checkpoint, "monitor", None),
-        "best_score": None if best_score is None else float(best_score),
     }
+
+
+def train_record(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, metrics: dict[str, float],
+                 wall_time_s: float) -> dict[str, Any]:
+    """``segkit-train``'s record (plain JSON data): ``metrics`` are its logged scores."""
+    checkpoint = trainer.checkpoint_callback
+    best_score = getattr(checkpoint, "best_model_score", None)
+    record = record_header("train", cfg, model, data_class=OmegaConf.select(cfg, "data._target_"),
+                           wall_time_s=wall_time_s, global_step=trainer.global_step, epochs=trainer.current_epoch)
     record.update(nest_scores(metrics))
+    record.update(
+        best_checkpoint=getattr(checkpoint, "best_model_path", "") or None,
+        best_monitor=getattr(checkpoint, "monitor", None),
+        best_score=None if best_score is None else float(best_score),
+    )
     return record
 
 
-def write_run_record(run_dir: Path, cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule,
-                     metrics: dict[str, float], wall_time_s: float) -> Path:
-    """Write ``<run_dir>/metrics.json`` atomically; NaN (a class absent from a split) stays NaN."""
-    path = Path(run_dir) / RECORD_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = run_record(cfg, trainer, model, metrics, wall_time_s)
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(record, indent=2) + "\n")
-    return path
-
-
-def read_run_record(path: Path) -> dict[str, Any]:
-    """``metrics.json`` of a run directory (or the file itself), NaN scores as ``math.nan``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RECORD_NAME
-    return json.loads(path.read_text())
+def eval_record(cfg: DictConfig, module: L.LightningModule, data_class: str | None, checkpoint_step: int | None,
+                checkpoint_epoch: int | None, scores: dict[str, float], wall_time_s: float,
+                **extras: Any) -> dict[str, Any]:
+    """``segkit-eval``'s record: ``scores`` are the split's logged ones (``val/mIoU``, ...);
+    ``extras`` its own keys (``ckpt_path``, ``split``, ``class_names``, ...)."""
+    record = record_header("eval", cfg, module, data_class=data_class, wall_time_s=wall_time_s,
+                           global_step=checkpoint_step, epochs=checkpoint_epoch)
+    record.update(nest_scores(scores))
+    record.update(extras)
+    return record

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from segkit.models.base import SegmentationModule
 from segkit.scoring.eval_files import split_figures, worst_figure
 from segkit.scoring.figures import figure_to_array
 from segkit.training.per_image import PerImageScores
@@ -46,9 +47,9 @@ class TestFigures(PerImageScores):
         names = list(getattr(pl_module, "class_names", [f"class_{i}" for i in range(self.num_classes)]))
         figures = split_figures(self.total, names, self.prefix)
         if self.worst_k > 0:
-            datamodule = getattr(trainer, "datamodule", None)
+            stats = pl_module.input_normalization() if isinstance(pl_module, SegmentationModule) else {}
             figures["worst_images"] = worst_figure(self.worst, names, self.prefix, self.ignore_index,
-                                                   getattr(datamodule, "mean", None), getattr(datamodule, "std", None))
+                                                   stats.get("mean"), stats.get("std"))
         for name, figure in figures.items():
             image = figure_to_array(figure)
             for logger in tensorboard_loggers(trainer):

@@ -1,4 +1,5 @@
-"""The run's length, for LR schedulers that need it up front (one-cycle, cosine)."""
+"""Schedule length: the training run's length in optimiser steps or epochs, for LR schedulers
+that need it up front (one-cycle, cosine)."""
 
 from __future__ import annotations
 

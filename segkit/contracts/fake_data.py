@@ -1,4 +1,5 @@
-"""Tiny fake data trees for data modules of public data sets (no download in tests)."""
+"""Tiny fake data trees, as the data modules read them from disk (no download in tests): what the
+data-module contract (``contract_config``) and the suite write into temporary folders."""
 
 from __future__ import annotations
 
@@ -64,4 +65,19 @@ def make_fake_isbi(root: Path, pages: int = 5, size: tuple[int, int] = (32, 32),
     labels = [Image.fromarray(label) for _ in range(pages if label_pages is None else label_pages)]
     volume[0].save(root / VOLUME_FILE, save_all=True, append_images=volume[1:])
     labels[0].save(root / LABELS_FILE, save_all=True, append_images=labels[1:])
+    return root
+
+
+def make_fake_folder(root: Path, sizes: Sequence[tuple[int, int]] = ((37, 53), (48, 41), (33, 60), (45, 45)),
+                     num_classes: int = 3) -> Path:
+    """A ``data=folder`` tree (``root/{train,val}/{images,masks}``): RGB PNGs of odd, varying
+    sizes, index masks with a 255 (ignore) band, the last class absent from val."""
+    rng = np.random.default_rng(0)
+    for split, members in (("train", sizes[:-1]), ("val", sizes[-1:])):
+        for folder in ("images", "masks"):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+        for n, (height, width) in enumerate(members):
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(root / split / "images" / f"{split}{n}.png")
+            label = 1 + n % (num_classes - 1) if split == "train" else 1
+            Image.fromarray(fake_voc_mask(height, width, label)).save(root / split / "masks" / f"{split}{n}.png")
     return root

@@ -1,0 +1,1 @@
+"""mylab: a toy architecture, data set, loss and callback for segkit."""
