@@ -1,4 +1,4 @@
-"""``segkit-data``: the audit of a data=folder tree (segkit.data.audit + segkit.cli.data)."""
+"""``segkit-data``: the audit of a data=folder tree (segkit.data.files.audit + segkit.cli.data)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from user_data import (
 )
 
 from segkit.cli import data as cli
-from segkit.data import audit
-from segkit.data.folder import auto_crop_size
-from segkit.data.folder_index import LAYOUT
-from segkit.data.masks import MASK_TYPES, MaskDecoder
-from segkit.data.preflight import collect_facts, scan_pairs
+from segkit.data.files import audit
+from segkit.data.modules.folder import auto_crop_size
+from segkit.data.files.folder_index import LAYOUT
+from segkit.data.files.masks import MASK_TYPES, MaskDecoder
+from segkit.data.files.preflight import collect_facts, scan_pairs
 from segkit.errors import SegkitError
 
 

@@ -27,7 +27,7 @@ from user_data import SIZES, binary_masks, write_masks_folder
 
 import segkit.cli.data
 import segkit.cli.train
-from segkit.data.readers import match_channels, read_array
+from segkit.data.files.readers import match_channels, read_array
 from segkit.errors import SegkitError
 from segkit.training.callbacks import SegmentationImageLogger
 

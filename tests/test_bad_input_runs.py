@@ -124,8 +124,8 @@ def test_eval_refuses_a_saved_run_config_that_names_other_code(run_dir: Path, tm
 
 
 @pytest.mark.parametrize("target", [
-    "segkit.data.folder.os.system",  # a function of another package, reached through a segkit module
-    "segkit.data.shapes:np.save",
+    "segkit.data.modules.folder.os.system",  # a function of another package, reached through a segkit module
+    "segkit.data.modules.shapes:np.save",
 ])
 def test_a_target_reaching_other_code_through_segkit_is_refused(run_dir: Path, tmp_path: Path, target: str) -> None:
     saved = run_dir / ".hydra" / "config.yaml"
@@ -166,7 +166,7 @@ def test_a_checkpoint_whose_loss_names_other_code_is_refused(run_dir: Path, tmp_
 @pytest.mark.parametrize(("module", "shown"), [
     ("os:system", "os:system"),
     ("segkit.models.base:torch", "segkit.models.base:torch"),
-    ("segkit.data.shapes:ShapesDataModule", "not a segkit model module"),
+    ("segkit.data.modules.shapes:ShapesDataModule", "not a segkit model module"),
 ])
 def test_a_checkpoint_naming_a_module_class_other_than_segkits_is_refused(run_dir: Path, tmp_path: Path,
                                                                          module: str, shown: str) -> None:

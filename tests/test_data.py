@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from segkit.data import ShapesDataModule, ShapesDataset
 from segkit.data.base import resolve_num_workers
 from segkit.data.sampling import EpochSampler, ResumableDataLoader
-from segkit.data.shapes import SHAPES_MEAN, SHAPES_STD
-from segkit.data.shapes_render import IGNORE_INDEX
+from segkit.data.modules.shapes import SHAPES_MEAN, SHAPES_STD
+from segkit.data.synthetic.shapes_render import IGNORE_INDEX
 from segkit.errors import SegkitError
 
 

@@ -12,8 +12,8 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from segkit.data import EMDataModule, EMDataset, ISBI2012DataModule
-from segkit.data.em import EM_MEAN, EM_STD
-from segkit.data.isbi import LABELS_FILE, VOLUME_FILE
+from segkit.data.modules.em import EM_MEAN, EM_STD
+from segkit.data.modules.isbi import LABELS_FILE, VOLUME_FILE
 from segkit.errors import SegkitError
 
 

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from segkit.cli.errors import SegkitError
 from segkit.cli.eval import evaluate
-from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.data.synthetic.shapes_render import SHAPES_CLASS_NAMES
 from segkit.models import UNetModule
 from segkit.models.loading import load_module
 from segkit.scoring.losses import WeightMapCrossEntropy

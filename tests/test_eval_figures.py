@@ -33,7 +33,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from user_data import write_masks_folder
 
 from segkit.cli.eval import evaluate
-from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.data.synthetic.shapes_render import SHAPES_CLASS_NAMES
 from segkit.scoring.eval_files import write_eval_files
 from segkit.scoring.figures import figure_to_array
 from segkit.scoring.gallery import IGNORE_COLOUR, gallery_figure, mask_colours

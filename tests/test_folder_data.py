@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from segkit.data import FolderDataModule
-from segkit.data.folder import GREY_MEAN
+from segkit.data.modules.folder import GREY_MEAN
 from segkit.errors import SegkitError
 from segkit.palette import voc_palette
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from user_data import write_nuclei_folder
 
-import segkit.data.folder as folder
-import segkit.data.pairs as pairs
+import segkit.data.modules.folder as folder
+import segkit.data.files.pairs as pairs
 from segkit.data import FolderDataModule
 from segkit.errors import SegkitError
 from segkit.models import UNetModule

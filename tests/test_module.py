@@ -11,7 +11,7 @@ import torch
 from helpers import CliRun, InProcessRun
 
 from segkit.data import ShapesDataModule
-from segkit.data.shapes_render import SHAPES_CLASS_NAMES
+from segkit.data.synthetic.shapes_render import SHAPES_CLASS_NAMES
 from segkit.errors import SegkitError
 from segkit.models import SegmentationModule, UNetModule
 

@@ -21,8 +21,8 @@ from user_data import (
 )
 
 from segkit.data import FolderDataModule
-from segkit.data import preflight as preflight_module
-from segkit.data.folder import auto_crop_size
+from segkit.data.files import preflight as preflight_module
+from segkit.data.modules.folder import auto_crop_size
 from segkit.errors import SegkitError
 from segkit.scoring.losses import unet_weight_map
 

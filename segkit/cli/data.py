@@ -32,7 +32,7 @@ from segkit.cli.flags import FlagParser
 from segkit.errors import SegkitError
 
 PROGRAM = "segkit-data"
-# segkit.data.masks.MASK_TYPES and segkit.data.folder_index.LAYOUT, repeated so that --help and
+# segkit.data.files.masks.MASK_TYPES and segkit.data.files.folder_index.LAYOUT, repeated so that --help and
 # usage errors answer at once: importing segkit.data loads torch (a test checks they agree).
 MASK_TYPES = ("index", "binary", "instances", "colors")
 LAYOUT = "{train,val,test}/{images,masks}/<name>.<ext>"
@@ -41,7 +41,7 @@ SHOWN_CLASSES = 16
 
 
 def _shown(path: Path | str) -> str:
-    """``path`` for a one-line message, escaped when unprintable (as segkit.data.readers.shown)."""
+    """``path`` for a one-line message, escaped when unprintable (as segkit.data.files.readers.shown)."""
     text = str(path)
     return text if text.isprintable() else repr(text)
 
@@ -49,7 +49,7 @@ def _shown(path: Path | str) -> str:
 def _no_directory(path: Path) -> str:
     """Why ``path`` is no directory: a symlink loop or broken link, or nothing there."""
     if path.is_symlink():
-        from segkit.data.folder_index import missing_directory
+        from segkit.data.files.folder_index import missing_directory
 
         return missing_directory(path)
     return "no such directory"
@@ -100,7 +100,7 @@ def read_class_file(root: Path) -> tuple[list[str] | None, list[tuple[int, int, 
     path = root / "classes.txt"
     if not path.is_file():
         return None, None
-    from segkit.data.folder_index import parse_classes_line
+    from segkit.data.files.folder_index import parse_classes_line
 
     parsed = [parse_classes_line(line, path) for line in path.read_text().splitlines() if line.strip()]
     colours = [colour for _, colour in parsed]
@@ -184,9 +184,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not out.parent.is_dir():
         raise SegkitError(
             f"--out {_shown(out)}: no such directory {_shown(out.parent)}; create it or choose another --out")
-    from segkit.data.audit import build_report, scan_root
-    from segkit.data.masks import MaskDecoder
-    from segkit.data.preflight import PreflightCache
+    from segkit.data.files.audit import build_report, scan_root
+    from segkit.data.files.masks import MaskDecoder
+    from segkit.data.files.preflight import PreflightCache
 
     names, palette = read_class_file(root)
     decoder = MaskDecoder(args.mask_type, args.num_classes, args.ignore_index,

@@ -39,8 +39,8 @@ from segkit.cli.common import training_intensity_config, training_normalization
 from segkit.cli.errors import SegkitError, exit_on_user_error
 from segkit.config_dir import config_dir
 from segkit.errors import file_in_the_way, shown
-from segkit.data.intensity import IntensityScaling
-from segkit.data.readers import match_channels, read_array
+from segkit.data.files.intensity import IntensityScaling
+from segkit.data.files.readers import match_channels, read_array
 from segkit.inference.predict import InferenceConfig, predict_image
 from segkit.models.base import SegmentationModule
 from segkit.models.loading import load_module

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segkit.data.isbi import LABELS_FILE, VOLUME_FILE
+from segkit.data.modules.isbi import LABELS_FILE, VOLUME_FILE
 from segkit.palette import voc_palette
 
 # (height, width) of the fake images: different sizes, as in VOC.

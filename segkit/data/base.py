@@ -14,7 +14,7 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from segkit.data.intensity import IntensityScaling
+from segkit.data.files.intensity import IntensityScaling
 from segkit.data.sampling import EpochSampler, ResumableDataLoader
 from segkit.data.spec import DataSpec
 from segkit.errors import SegkitError

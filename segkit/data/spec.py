@@ -34,7 +34,7 @@ class DataSpec:
         ignore_index: mask value left out of the loss and metrics.
         mean, std: per-channel normalisation applied after ``intensity`` (``None``: unknown).
         intensity: how raw pixels became about [0, 1]
-            (:meth:`segkit.data.intensity.IntensityScaling.to_dict`); ``None``: 8-bit / 255.
+            (:meth:`segkit.data.files.intensity.IntensityScaling.to_dict`); ``None``: 8-bit / 255.
         membrane_class: the class whose ISBI 2012 scores (pixel error, V_rand) are logged;
             ``None``: not logged.
     """

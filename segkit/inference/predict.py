@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.data.intensity import IntensityScaling
+from segkit.data.files.intensity import IntensityScaling
 from segkit.errors import SegkitError
 from segkit.geometry import mirror_pad, smallest_valid_output
 from segkit.inference.tiling import Blending, WindowGrid, banded_logits

@@ -29,8 +29,8 @@ from rich.progress import (
 )
 
 from segkit.atomic import atomic_path
-from segkit.data.masks import MaskDecoder, raw_values
-from segkit.data.readers import match_channels, read_pixels
+from segkit.data.files.masks import MaskDecoder, raw_values
+from segkit.data.files.readers import match_channels, read_pixels
 from segkit.errors import shown
 from segkit.errors import SegkitError
 

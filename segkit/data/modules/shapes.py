@@ -1,7 +1,7 @@
 """``shapes``: the built-in synthetic multi-class data set (no download).
 
 Scenes are rendered on the fly, in the DataLoader workers, by
-:func:`segkit.data.shapes_render.render_scene`; sample ``i`` of a split depends only on
+:func:`segkit.data.synthetic.shapes_render.render_scene`; sample ``i`` of a split depends only on
 ``(seed, split, i)``, so every run, worker count and process sees the same images. Since
 scenes are free, the training split can show new ones every epoch (``resample_train``):
 epoch ``e`` draws samples ``e * train_size ... (e + 1) * train_size - 1``.
@@ -17,9 +17,9 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule, check_normalization
-from segkit.data.rendered import SPLITS, RenderedDataset
+from segkit.data.synthetic.rendered import SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
-from segkit.data.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
+from segkit.data.synthetic.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
 from segkit.data.transforms import segmentation_transforms
 
 # Renders are in [0, 1]; centring them on 0 with unit-ish spread helps the first steps.
@@ -28,7 +28,7 @@ SHAPES_STD = (0.25, 0.25, 0.25)
 
 
 class ShapesDataset(RenderedDataset):
-    """A deterministic split of synthetic scenes (:func:`segkit.data.shapes_render.render_scene`).
+    """A deterministic split of synthetic scenes (:func:`segkit.data.synthetic.shapes_render.render_scene`).
 
     Example:
         >>> ds = ShapesDataset("val", length=4, image_size=(48, 64))

@@ -3,14 +3,14 @@
 Layout: ``PATH/{train,val,test}/{images,masks}/<name>.<ext>``; an image and its mask share a
 name stem (``images/a.tif`` + ``masks/a.png``). Images: PNG, JPEG or TIFF, 8- or 16-bit
 integer or float, any number of channels (``in_channels``; a multi-page or ``(C, H, W)`` TIFF
-gives channels), scaled by :class:`segkit.data.intensity.IntensityScaling`. Masks: PNG or TIFF,
-read as ``mask_type`` says (:mod:`segkit.data.masks`: class indices, binary, instance labels
+gives channels), scaled by :class:`segkit.data.files.intensity.IntensityScaling`. Masks: PNG or TIFF,
+read as ``mask_type`` says (:mod:`segkit.data.files.masks`: class indices, binary, instance labels
 or colours). ``test/`` is optional; without it, test uses val. Hidden (dot) files are skipped.
 
 Validation (``validate``), so that no bad file is met after hours of training:
 
 - ``full`` (default): at setup, every training and validation pair is decoded and checked
-  (:mod:`segkit.data.preflight`: values, truncation, sizes, channels), in parallel with a
+  (:mod:`segkit.data.files.preflight`: values, truncation, sizes, channels), in parallel with a
   progress bar, cached by path + size + mtime so the next run over the same files is instant.
 - ``header``: at setup, headers only (sizes, channels); pixels are checked when loaded.
 - ``lazy``: nothing but pairing at setup (millions of files, slow network storage).
@@ -28,12 +28,12 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule, check_normalization, whole_number
-from segkit.data.folder_index import check_headers, check_root, find_pairs, read_classes
-from segkit.data.intensity import IntensityScaling
-from segkit.data.masks import MaskDecoder
+from segkit.data.files.folder_index import check_headers, check_root, find_pairs, read_classes
+from segkit.data.files.intensity import IntensityScaling
+from segkit.data.files.masks import MaskDecoder
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from segkit.data.pairs import PairDataset
-from segkit.data.preflight import (
+from segkit.data.files.pairs import PairDataset
+from segkit.data.files.preflight import (
     Pair,
     PairFacts,
     PreflightCache,

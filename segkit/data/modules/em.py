@@ -1,7 +1,7 @@
 """``em``: synthetic ISBI-2012-like electron-microscopy slices (no download).
 
 Slices are rendered on the fly, in the DataLoader workers, by
-:func:`segkit.data.em_render.render_em_slice`; sample ``i`` of a split depends only on
+:func:`segkit.data.synthetic.em_render.render_em_slice`; sample ``i`` of a split depends only on
 ``(seed, split, i)``, so every run, worker count and process sees the same images. As with
 ``shapes``, the training split can show new slices every epoch (``resample_train``): epoch
 ``e`` draws samples ``e * train_size ... (e + 1) * train_size - 1``.
@@ -17,9 +17,9 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule, check_normalization
-from segkit.data.em_render import EM_CLASS_NAMES, MEMBRANE, render_em_slice
+from segkit.data.synthetic.em_render import EM_CLASS_NAMES, MEMBRANE, render_em_slice
 from segkit.data.em_transforms import em_transforms
-from segkit.data.rendered import SPLITS, RenderedDataset
+from segkit.data.synthetic.rendered import SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 
 # Renders average ~0.58 with a spread of ~0.15 (measured); 0.5 / 0.25 maps them to about
@@ -78,7 +78,7 @@ class MembraneDataModule(SegmentationDataModule):
 class EMDataModule(MembraneDataModule):
     """Synthetic grey-scale EM slices: cells separated by thin dark membranes (class 1).
 
-    A stand-in for the ISBI 2012 challenge (:class:`segkit.data.isbi.ISBI2012DataModule`)
+    A stand-in for the ISBI 2012 challenge (:class:`segkit.data.modules.isbi.ISBI2012DataModule`)
     that needs no download: dark organelles inside the cells look like membrane but are
     labelled cell, so intensity alone does not separate the classes. With
     ``resample_train`` every epoch trains on new slices (val and test never change).

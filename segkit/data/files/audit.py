@@ -7,7 +7,7 @@ users fall into (0/255 masks read as indices, instance ids read as classes, colo
 16-bit images, tiny images, missing or rare classes), and the settings to train with.
 
 Example:
-    >>> from segkit.data.preflight import PairFacts
+    >>> from segkit.data.files.preflight import PairFacts
     >>> facts = PairFacts(40, 60, 3, "uint8", [900, 1500], 0, [0, 1], 0, [0.0] * 3, [255.0] * 3)
     >>> results = [PairResult(split, Path(f"{split}.png"), Path(f"{split}m.png"), facts) for split in SPLITS[:2]]
     >>> report = build_report(results, MaskDecoder(), Path("/data"))
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.folder import auto_crop_size
-from segkit.data.folder_index import SPLITS, check_root, find_pairs
-from segkit.data.masks import MaskDecoder
-from segkit.data.preflight import PairFacts, PreflightCache, collect_facts
+from segkit.data.modules.folder import auto_crop_size
+from segkit.data.files.folder_index import SPLITS, check_root, find_pairs
+from segkit.data.files.masks import MaskDecoder
+from segkit.data.files.preflight import PairFacts, PreflightCache, collect_facts
 from segkit.errors import shown
 
 # More distinct values than this in one mask look like instance ids rather than classes.

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
 from torchvision import tv_tensors
 
-from segkit.data.em import EM_MEAN, EM_STD, MembraneDataModule
+from segkit.data.modules.em import EM_MEAN, EM_STD, MembraneDataModule
 from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
 
@@ -101,7 +101,7 @@ class ISBI2012DataModule(MembraneDataModule):
 
     Reads ``<root>/train-volume.tif`` and ``<root>/train-labels.tif`` in ``setup`` (about 8 MB,
     kept in memory). Labels become 1 = membrane, 0 = cell, as in
-    :class:`segkit.data.em.EMDataModule`, so models move between the two without changes.
+    :class:`segkit.data.modules.em.EMDataModule`, so models move between the two without changes.
     ``em_scores`` has models log the ISBI scores (pixel error, V_rand) of the membrane class.
 
     Example:

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from segkit.data.intensity import IntensityScaling
-from segkit.data.masks import MaskDecoder
-from segkit.data.preflight import Pair, load_pair
+from segkit.data.files.intensity import IntensityScaling
+from segkit.data.files.masks import MaskDecoder
+from segkit.data.files.preflight import Pair, load_pair
 from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
 

@@ -33,7 +33,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from segkit.data.shapes_render import _upsample_bilinear
+from segkit.data.synthetic.shapes_render import _upsample_bilinear
 
 EM_CLASS_NAMES: tuple[str, ...] = ("cell", "membrane")
 MEMBRANE = 1

@@ -3,7 +3,7 @@
 TIFF goes through ``tifffile`` (the field's reader: 8/16/32-bit integer and float, multi-page
 and planar stacks, any number of samples); PNG, JPEG and the rest through Pillow. Every image
 comes back as ``(H, W, C)`` in its own dtype (``uint8``, ``uint16``, ``float32``...), so that
-intensity scaling (:mod:`segkit.data.intensity`) sees the real range instead of a value
+intensity scaling (:mod:`segkit.data.files.intensity`) sees the real range instead of a value
 Pillow clipped to 8 bits.
 
 Every problem is a one-line :class:`SegkitError` naming the file and the fix; a file name
@@ -167,7 +167,7 @@ def read_pixels(path: Path, palette_as_indices: bool = False, check_finite: bool
 
     ``palette_as_indices`` reads a palette ("P") PNG as its indices (VOC-style class masks)
     instead of its colours. ``check_finite`` refuses float pixels that are NaN or inf (masks
-    leave that to :class:`segkit.data.masks.MaskDecoder`, which names the value).
+    leave that to :class:`segkit.data.files.masks.MaskDecoder`, which names the value).
 
     Example:
         >>> import tempfile

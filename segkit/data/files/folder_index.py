@@ -1,4 +1,4 @@
-"""File discovery and checks for :class:`segkit.data.folder.FolderDataModule`.
+"""File discovery and checks for :class:`segkit.data.modules.folder.FolderDataModule`.
 
 Every problem is a :class:`SegkitError` of one line naming the file (full path) and the fix.
 Pairing (by name stem) uses directory listings only; :func:`check_headers` reads each file's
@@ -11,7 +11,7 @@ import errno
 import os
 from pathlib import Path
 
-from segkit.data.readers import Header, read_header
+from segkit.data.files.readers import Header, read_header
 from segkit.errors import shown
 from segkit.errors import SegkitError
 
