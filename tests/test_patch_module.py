@@ -89,3 +89,25 @@ def test_fit_logs_val_miou_from_dense_whole_image_predictions() -> None:
         for images, masks in dm.val_dataloader():
             metrics.update(module(images), masks)
     assert float(trainer.callback_metrics["val/mIoU"]) == pytest.approx(float(metrics.compute()["mIoU"]), abs=1e-6)
+
+
+def test_patches_without_a_window_need_a_model_that_declares_one() -> None:
+    import lightning as L
+
+    from segkit.data import PatchDataModule, ShapesDataModule
+    from segkit.errors import SegkitError
+    from segkit.models.patch_cnn import PatchCNNModule
+    from segkit.models.unet import UNetModule
+
+    def setup_with(model: L.LightningModule) -> PatchDataModule:
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.strategy.connect(model)
+        data = PatchDataModule(ShapesDataModule(train_size=2, val_size=2, test_size=2, num_workers=0), num_workers=0)
+        data.trainer = trainer
+        data.setup("fit")
+        return data
+
+    patch_cnn = PatchCNNModule(num_classes=6, preset="n1", maps=4, hidden=8)
+    assert setup_with(patch_cnn).window == patch_cnn.window == 65
+    with pytest.raises(SegkitError, match=r"data.window=null: the model \(UNetModule\) declares no window size"):
+        setup_with(UNetModule(num_classes=6, depth=2, base_width=4))

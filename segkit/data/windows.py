@@ -9,7 +9,7 @@ applies one of the 8 dihedral transforms. ``data=patches``
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -17,6 +17,16 @@ from segkit.errors import SegkitError
 from segkit.geometry import mirror_pad, window_batch, window_padding
 
 Balance = Literal["classes", "none"]
+
+
+@runtime_checkable
+class WindowClassifier(Protocol):
+    """What ``data=patches`` takes from the model it feeds when ``data.window`` is null: the
+    window side and how windows are drawn (the model side of the patch contract;
+    :class:`segkit.models.patch_cnn.PatchCNNModule` keeps it)."""
+
+    window: int
+    sampler: WindowSampler
 
 
 class WindowSampler:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.base import SegmentationDataModule
 from segkit.data.sampling import sample_randomness
-from segkit.data.windows import WindowSampler
+from segkit.data.windows import WindowClassifier, WindowSampler
 from segkit.errors import SegkitError
 
 
@@ -80,12 +80,14 @@ class PatchDataModule(SegmentationDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.base.setup(stage)
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        declared = model if isinstance(model, WindowClassifier) else None
         if self.window is None:
-            self.window = getattr(model, "window", None)
-            if self.window is None:
-                raise SegkitError("data.window=null: the model has no window size; set data.window (e.g. 95 for N4)")
-        sampler = self.sampler or getattr(model, "sampler", None) or WindowSampler(ignore_index=self.ignore_index)
+            if declared is None:
+                raise SegkitError(f"data.window=null: the model ({type(model).__name__}) declares no window size; "
+                                  "set data.window (e.g. 95 for N4) or use model=patch_cnn")
+            self.window = declared.window
+        sampler = self.sampler or (declared.sampler if declared else WindowSampler(ignore_index=self.ignore_index))
         self.train_set = WindowSamples(self.base.train_set, sampler, self.window)
         self.val_set, self.test_set = self.base.val_set, self.base.test_set
 
