@@ -127,7 +127,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # The gallery undoes the input normalisation: the data's, else the checkpoint's.
         mean, std = datamodule.mean, datamodule.std
         if mean is None or std is None:
-            mean, std = module.input_normalization().get("mean"), module.input_normalization().get("std")
+            stored = module.input_normalization()
+            mean, std = stored.get("mean"), stored.get("std")
         if per_image.table is not None:  # None only if no batch was scored
             written += write_eval_files(output_dir.path, per_image.table, per_image.worst if worst_k > 0 else None,
                                         metric.class_names, cfg.split, module.ignore_index, mean, std)

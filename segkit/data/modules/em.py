@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from segkit.data.base import SegmentationDataModule, check_normalization
 from segkit.data.synthetic.em_render import EM_CLASS_NAMES, MEMBRANE, render_em_slice
 from segkit.data.em_transforms import em_transforms
-from segkit.data.synthetic.rendered import SPLITS, RenderedDataset
+from segkit.data.synthetic.rendered import RENDERED_CONTRACT_CONFIG, SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 
 # Renders average ~0.58 with a spread of ~0.15 (measured); 0.5 / 0.25 maps them to about
@@ -94,7 +94,7 @@ class EMDataModule(MembraneDataModule):
 
     @classmethod
     def contract_config(cls, directory: Path) -> dict[str, Any]:
-        return {"train_size": 4, "val_size": 2, "test_size": 2, "image_size": 32, "batch_size": 2, "num_workers": 0}
+        return dict(RENDERED_CONTRACT_CONFIG)
 
     def __init__(
         self,

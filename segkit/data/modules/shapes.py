@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule, check_normalization
-from segkit.data.synthetic.rendered import SPLITS, RenderedDataset
+from segkit.data.synthetic.rendered import RENDERED_CONTRACT_CONFIG, SPLITS, RenderedDataset
 from segkit.data.sampling import EpochSampler
 from segkit.data.synthetic.shapes_render import IGNORE_INDEX, SHAPES_CLASS_NAMES, render_scene
 from segkit.data.transforms import segmentation_transforms
@@ -71,7 +71,7 @@ class ShapesDataModule(SegmentationDataModule):
 
     @classmethod
     def contract_config(cls, directory: Path) -> dict[str, Any]:
-        return {"train_size": 4, "val_size": 2, "test_size": 2, "image_size": 32, "batch_size": 2, "num_workers": 0}
+        return dict(RENDERED_CONTRACT_CONFIG)
 
     def __init__(
         self,

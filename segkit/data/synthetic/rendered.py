@@ -16,6 +16,10 @@ from torchvision import tv_tensors
 from segkit.data.samples import PairTransform, SampleDataset
 
 SPLITS = ("train", "val", "test")
+# What the data-module contract (segkit.contracts) builds of a rendered data set: a few small
+# images, rendered in the main process.
+RENDERED_CONTRACT_CONFIG = {"train_size": 4, "val_size": 2, "test_size": 2, "image_size": 32, "batch_size": 2,
+                            "num_workers": 0}
 
 
 class RenderedDataset(SampleDataset):
