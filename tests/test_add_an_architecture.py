@@ -1,4 +1,4 @@
-"""README "Adding an architecture", done for real: a copy of segkit plus three new files (a net,
+""""Adding an architecture" (README, docs/extending.md), done for real: a copy of segkit plus three new files (a net,
 a module, a yaml) and nothing else passes its contract, trains, evaluates, predicts and exports."""
 
 from __future__ import annotations

@@ -79,8 +79,11 @@ CASES = [
     case("predict", f"{PREDICT} output={{work}}/masks save.overlay=true",
          "{photos}/a.png", "{photos}/a_overlay.png", "{work}/masks/a_overlay.png",
          images=("a.png", "a_overlay.png"), id="predict-overlay-collides-with-a-mask"),
-    case("predict", f"{PREDICT} output={{work}}/masks", "{photos}/a.png", "{photos}/a.tif", "{work}/masks/a.png",
-         images=("a.png", "a.tif"), id="predict-same-stem"),
+    case("predict", f"{PREDICT} output={{work}}/masks", "{photos}/a.png", "{photos}/a.jpg", "{work}/masks/a.png",
+         images=("a.png", "a.jpg"), id="predict-same-stem"),
+    case("predict", f"{PREDICT} output={{work}}/masks save.format=png", "{photos}/a.png", "{photos}/a.tif",
+         "{work}/masks/a.png", images=("a.png", "a.tif"), id="predict-same-stem-as-png"),
+    case("predict", f"{PREDICT} output={{work}}/masks save.format=jpeg", "save.format=jpeg", id="predict-bad-format"),
     case("predict", f"{PREDICT} output={{work}}/masks", "{photos}/x\\ny.png", "{photos}/x\\ny.jpg",
          images=("x\ny.png", "x\ny.jpg"), id="predict-same-stem-newline-in-the-names"),
     # segkit-export: the model file's path, the opset, the optional onnx package.

@@ -115,6 +115,14 @@ def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) 
     assert all(run["peak_mib"] >= run["before_image_mib"] > 0 for run in runs)
 
 
+def test_large_benchmark_runs_segkit_predict_on_tiff_and_zarr_slides(tmp_path: Path) -> None:
+    out = tmp_path / "l.json"
+    assert main(["large", "--large-sizes", "300", "700", "--large-dir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["large"]["runs"]
+    assert [(run["kind"], run["size"]) for run in runs] == [("tiff", 300), ("tiff", 700), ("zarr", 300), ("zarr", 700)]
+    assert all(run["labels_ok"] and run["peak_rss_mib"] > 100 for run in runs)  # a real process: torch alone is more
+
+
 def test_existing_json_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "old.json"
     out.write_text("keep me")

@@ -4,6 +4,7 @@ instances), then segkit-predict and segkit-export with the intensity scaling tra
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import QUIET_CALLBACKS, TRAIN_CMD, console_command, describe, run_cli
+from helpers import EVAL_CMD, QUIET_CALLBACKS, TRAIN_CMD, console_command, describe, run_cli
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from user_data import SIZES, write_nuclei_folder
@@ -79,7 +80,9 @@ def test_predict_on_a_16_bit_tiff_equals_the_validation_pipeline(nuclei_run: tup
         written = np.load(tmp_path / "out" / f"cell{index}_probs.npy").astype(np.float32)
         assert written.shape == (2, height, width)
         np.testing.assert_allclose(written, expected, atol=2e-3)
-        assert np.array(Image.open(tmp_path / "out" / f"cell{index}.png")).shape == (height, width)
+        with tifffile.TiffFile(tmp_path / "out" / f"cell{index}.tif") as labels:  # TIFF in, label TIFF out
+            assert (labels.series[0].axes, labels.series[0].shape) == ("YX", (height, width))
+            np.testing.assert_array_equal(labels.asarray(), written.argmax(0))
         assert np.array(Image.open(tmp_path / "out" / f"cell{index}_overlay.png")).shape == (height, width, 3)
 
 
@@ -101,3 +104,19 @@ def test_a_bad_mask_stops_segkit_train_before_the_first_step(tmp_path: Path) -> 
     errors = [line for line in proc.stderr.splitlines() if line.startswith("segkit-train: error:")]
     assert len(errors) == 1 and f"{mask_path}: mask holds fractional values" in errors[0], proc.stderr
     assert not list((tmp_path / "work").rglob("*.ckpt"))  # stopped at setup, before any step
+
+
+def test_eval_scores_objects_against_every_true_instance(nuclei_run: tuple[Path, Path], tmp_path: Path) -> None:
+    root, run_dir = nuclei_run
+    proc = run_cli(EVAL_CMD, [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.accelerator=cpu",
+                              "trainer.devices=1"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    (metrics,) = (tmp_path / "logs").rglob("metrics.json")
+    objects = json.loads(metrics.read_text())["val"]["objects"]
+    true_objects = [len(np.unique(tifffile.imread(mask)[tifffile.imread(mask) > 0]))
+                    for mask in sorted((root / "val" / "masks").glob("*.tif"))]
+    assert objects["true"] == sum(true_objects) > 0
+    assert 0 <= objects["mean_ap"] <= objects["ap50"] <= objects["f1"] <= 1
+    rows = list(csv.DictReader((metrics.parent / "per_image.csv").open()))
+    assert sorted(int(row["objects_true"]) for row in rows) == sorted(true_objects)
+    assert sum(int(row["objects_predicted"]) for row in rows) == objects["predicted"]

@@ -10,6 +10,8 @@ Examples::
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
     segkit-bench memory --memory-sizes 2048 8192       # peak memory of predicting large images
     segkit-bench learning --learning-seconds 120       # defaults vs a hand-written loop, 4 data sets
+    segkit-bench large --large-sizes 4096 16384        # segkit-predict on slides: peak memory, TIFF and OME-Zarr
+    segkit-bench objects --objects-seconds 240         # nuclei counted: segkit vs Otsu + watershed
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segkit.benchmarks.dense_patch import measure_dense_patch
+from segkit.cli import bench_microscopy
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.learning import SET_NAMES, measure_learning
 from segkit.benchmarks.predict_memory import measure_predict_memory
@@ -150,7 +153,8 @@ def _learning(args: argparse.Namespace, console: Console) -> dict[str, object]:
     return {"directory": str(directory), "results": [r.__dict__ for r in results]}
 
 
-BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory, "learning": _learning}
+BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory, "learning": _learning,
+              "large": bench_microscopy.large, "objects": bench_microscopy.objects}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     learning.add_argument("--learning-sets", nargs="+", default=list(SET_NAMES), choices=SET_NAMES, metavar="SET",
                           help=f"of: {', '.join(SET_NAMES)}")
     learning.add_argument("--learning-dir", type=Path, help="where data and runs go (default: a new temporary folder)")
+    bench_microscopy.add_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser

@@ -33,6 +33,7 @@ from segkit.config_dir import config_dir
 from segkit.inference.tta import tta_from_config
 from segkit.models.loading import load_module, read_checkpoint
 from segkit.scoring.eval_files import write_eval_files
+from segkit.training.object_scores import ObjectScores, has_instances
 from segkit.training.per_image import PerImageScores
 from segkit.training.run_dir import RunDirectory
 from segkit.training.run_record import eval_record
@@ -97,7 +98,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Scores each image in the same pass (the step's predictions): per_image.csv, the gallery.
     worst_k = int(OmegaConf.select(cfg, "figures.worst_k", default=8))
     per_image = PerImageScores(module.num_classes, module.ignore_index, worst_k=worst_k)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[per_image])
+    callbacks: list[L.Callback] = [per_image]
+    # Instance masks: objects scored in the same pass (metrics.json "objects", per_image.csv columns).
+    objects = ObjectScores() if has_instances(datamodule) else None
+    callbacks += [objects] if objects is not None else []
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=callbacks)
     run = trainer.validate if cfg.split == "val" else trainer.test
     run(module, datamodule=datamodule, verbose=False)
     metric = module.val_metrics if cfg.split == "val" else module.test_metrics
@@ -116,6 +121,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         confusion_matrix=per_image.total.tolist(),
         tta=cfg.inference.tta, scales=list(module.test_time_augmentation.scales),
     )
+    if objects is not None:
+        record[cfg.split]["objects"] = {key: value for key, value in objects.total.scores().items()}
     if trainer.is_global_zero:  # under DDP every rank holds the same synced scores
         output_dir = RunDirectory(Path(cfg.paths.output_dir))
         written = [output_dir.write_record(record)]
@@ -123,6 +130,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         console = Console()
         console.print(per_class_table(metric.class_names, list(split["IoU"].values()),
                                       list(split["Dice"].values()), f"{cfg.split} scores per class"))
+        if objects is not None:
+            found = split["objects"]
+            console.print(f"objects (IoU > 0.5): F1 {found['f1']:.4f}  precision {found['precision']:.4f}  "
+                          f"recall {found['recall']:.4f}  AP50 {found['ap50']:.4f}  mean AP (0.5-0.95) {found['mean_ap']:.4f}")
         console.print(f"mIoU {split['mIoU']:.4f}  mDice {split['mDice']:.4f}  pixel acc {split['pixel_acc']:.4f}  mean acc {split['mean_acc']:.4f}  f.w. IoU {split['fwIoU']:.4f}")
         # The gallery undoes the input normalisation: the data's, else the checkpoint's.
         mean, std = datamodule.mean, datamodule.std
@@ -131,7 +142,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             mean, std = stored.get("mean"), stored.get("std")
         if per_image.table is not None:  # None only if no batch was scored
             written += write_eval_files(output_dir.path, per_image.table, per_image.worst if worst_k > 0 else None,
-                                        metric.class_names, cfg.split, module.ignore_index, mean, std)
+                                        metric.class_names, cfg.split, module.ignore_index, mean, std,
+                                        objects.rows() if objects is not None else None)
         for path in written:  # plain print: one line per file, however long the path
             print(f"wrote {path}", flush=True)
     return record

@@ -15,7 +15,7 @@ the mask and ``C x window x W`` floats, not ``C x H x W``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -25,8 +25,9 @@ import torch
 from PIL import Image
 
 from segkit.data.files.intensity import IntensityScaling
+from segkit.data.files.lazy import LazyImage
 from segkit.errors import SegkitError
-from segkit.geometry import mirror_pad, smallest_valid_output
+from segkit.geometry import smallest_valid_output
 from segkit.inference.tiling import Blending, WindowGrid, banded_logits
 from segkit.inference.tta import TestTimeAugmentation, tta_from_config
 
@@ -101,16 +102,96 @@ class Preprocess:
         return ((scaled - column(self.mean)) / column(self.std))[None]
 
 
-def as_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """A PIL image or an array as ``(H, W, C)``."""
+Band = tuple[int, np.ndarray, "np.ndarray | None"]  # (first row, class indices (rows, W), probabilities (C, rows, W))
+
+
+def as_array(image: Image.Image | np.ndarray | LazyImage) -> np.ndarray | LazyImage:
+    """A PIL image or an array as ``(H, W, C)``; a :class:`LazyImage` stays lazy."""
+    if isinstance(image, LazyImage):
+        return image
     array = np.asarray(image)
     return array[..., None] if array.ndim == 2 else array
 
 
+def intensity_bounds(pixels: np.ndarray | LazyImage, intensity: IntensityScaling) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel bounds of the whole image; a lazy image's from a sample of its rows."""
+    if isinstance(pixels, LazyImage):
+        sample = pixels.sample()
+        return intensity.bounds(sample.reshape(-1, 1, sample.shape[-1]))
+    return intensity.bounds(pixels)
+
+
 @torch.inference_mode()
+def predict_bands(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: Image.Image | np.ndarray | LazyImage,
+    mean: Sequence[float],
+    std: Sequence[float],
+    config: InferenceConfig = InferenceConfig(),
+    net: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    probabilities: bool = False,
+    on_window: Callable[[], None] | None = None,
+    intensity: IntensityScaling | None = None,
+) -> Iterator[Band]:
+    """The prediction of ``image`` as bands of rows, top to bottom: ``(first row, class indices
+    (rows, W) uint8, softmax (C, rows, W) float32 or None)``; see :func:`predict_image`.
+
+    Only one band of windows is held at a time, and a :class:`LazyImage` is read band by band,
+    so neither the input nor the output of a slide larger than memory is ever whole here.
+
+    Example:
+        >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
+        >>> bands = list(predict_bands(net, np.zeros((70, 20), np.uint16), [0.5], [0.25], InferenceConfig(window=32)))
+        >>> [(top, rows.shape) for top, rows, _ in bands]
+        [(0, (24, 20)), (24, (24, 20)), (48, (22, 20))]
+    """
+    device = torch.device(device)
+    pixels = as_array(image)
+    height, width = pixels.shape[:2]
+    preprocess = Preprocess(*intensity_bounds(pixels, intensity or IntensityScaling()), mean, std)
+    tta = config.test_time_augmentation
+    if tta.scales != (1.0,) and getattr(model, "context", None) is not None:
+        raise SegkitError(
+            f"inference.scales={list(tta.scales)}: a valid-convolution net's logits are smaller than its "
+            "input, so it cannot be rescaled; pass its module as the model, or scales=[1.0]"
+        )
+    forward = model if tta.is_identity else partial(tta, model)
+    if config.mode == "whole":
+        logits = forward(preprocess(pixels[0:height], device))[0]
+        if on_window is not None:
+            on_window()
+        yield 0, logits.argmax(0).to(torch.uint8).cpu().numpy(), logits.softmax(0).cpu().numpy() if probabilities else None
+        return
+
+    window, context, multiple, overlap, blending = _window_geometry(net or model, config)  # type: ignore[arg-type]
+    # Same-size nets take windows no larger than the image; valid nets keep their valid size.
+    window_hw = (window, window) if context and multiple > 1 else (min(window, height), min(window, width))
+    grid = WindowGrid.plan(height, width, window_hw, overlap, context, multiple)
+
+    def read_region(top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+        return preprocess(mirrored_region(pixels, top, bottom, left - context, right - context), device)
+
+    classes = np.empty((0, width), np.uint8)
+    probs: np.ndarray | None = None
+    for top, left, logits in banded_logits(forward, read_region, grid, blending, config.batch_size, on_window):
+        if left == 0:
+            if classes.shape[0]:
+                yield band_top, classes, probs
+            band_top, rows = top, logits.shape[-2]
+            classes = np.empty((rows, width), np.uint8)
+            probs = np.empty((logits.shape[1], rows, width), np.float32) if probabilities else None
+        columns = slice(left, left + logits.shape[-1])
+        classes[:, columns] = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+        if probs is not None:
+            probs[:, :, columns] = logits[0].float().softmax(0).cpu().numpy()
+    if classes.shape[0]:
+        yield band_top, classes, probs
+
+
 def predict_image(
     model: Callable[[torch.Tensor], torch.Tensor],
-    image: Image.Image | np.ndarray,
+    image: Image.Image | np.ndarray | LazyImage,
     mean: Sequence[float],
     std: Sequence[float],
     config: InferenceConfig = InferenceConfig(),
@@ -120,9 +201,9 @@ def predict_image(
     on_window: Callable[[], None] | None = None,
     intensity: IntensityScaling | None = None,
 ) -> np.ndarray:
-    """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode, or
-    an ``(H, W[, C])`` array of any dtype), scaled by ``intensity`` (bounds from the whole image)
-    then normalised with ``mean``/``std``, as in training.
+    """The class-index mask ``(H, W)`` uint8 of ``image`` (a PIL image of the model's mode, an
+    ``(H, W[, C])`` array of any dtype, or a :class:`LazyImage`), scaled by ``intensity`` (bounds
+    from the whole image) then normalised with ``mean``/``std``, as in training.
 
     ``model`` maps normalised windows to logits of the same size (``net`` with a ``context``,
     e.g. :class:`segkit.nets.PaperUNet`, maps windows padded by that context); ``net`` tells
@@ -131,6 +212,7 @@ def predict_image(
     ``config.tta``/``config.scales`` average the logits of every window batch (the whole image
     in ``whole`` mode) over flipped/rotated/rescaled views; rescaled views need a model whose
     logits have its input's size (a valid-convolution net's module, not the net).
+    :func:`predict_bands` gives the same bands without holding the whole mask.
 
     Example:
         >>> net = torch.nn.Conv2d(3, 4, 3, padding=1)
@@ -139,46 +221,37 @@ def predict_image(
         >>> mask.shape, mask.dtype
         ((45, 70), dtype('uint8'))
     """
-    device = torch.device(device)
     pixels = as_array(image)
-    height, width = pixels.shape[:2]
-    preprocess = Preprocess(*(intensity or IntensityScaling()).bounds(pixels), mean, std)
-    tta = config.test_time_augmentation
-    if tta.scales != (1.0,) and getattr(model, "context", None) is not None:
-        raise SegkitError(
-            f"inference.scales={list(tta.scales)}: a valid-convolution net's logits are smaller than its "
-            "input, so it cannot be rescaled; pass its module as the model, or scales=[1.0]"
-        )
-    forward = model if tta.is_identity else partial(tta, model)
-    if config.mode == "whole":
-        logits = forward(preprocess(pixels, device))[0]
-        if on_probabilities is not None:
-            on_probabilities(0, logits.softmax(0).cpu().numpy())
-        if on_window is not None:
-            on_window()
-        return logits.argmax(0).to(torch.uint8).cpu().numpy()
-
-    window, context, multiple, overlap, blending = _window_geometry(net or model, config)  # type: ignore[arg-type]
-    # Same-size nets take windows no larger than the image; valid nets keep their valid size.
-    window_hw = (window, window) if context and multiple > 1 else (min(window, height), min(window, width))
-    grid = WindowGrid.plan(height, width, window_hw, overlap, context, multiple)
-    right = grid.extent[1] - width + context
-
-    def read_rows(top: int, bottom: int) -> torch.Tensor:
-        return _input_rows(pixels, top, bottom, context, right, preprocess, device)
-
-    mask = np.empty((height, width), dtype=np.uint8)
-    for top, logits in banded_logits(forward, read_rows, grid, blending, config.batch_size, on_window):
-        mask[top:top + logits.shape[-2]] = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-        if on_probabilities is not None:
-            on_probabilities(top, logits[0].float().softmax(0).cpu().numpy())
+    mask = np.empty(pixels.shape[:2], dtype=np.uint8)
+    for top, classes, probs in predict_bands(model, pixels, mean, std, config, net, device,
+                                             on_probabilities is not None, on_window, intensity):
+        mask[top:top + classes.shape[0]] = classes
+        if on_probabilities is not None and probs is not None:
+            on_probabilities(top, probs)
     return mask
 
 
-def _input_rows(pixels: np.ndarray, top: int, bottom: int, left: int, right: int,
-                preprocess: Preprocess, device: torch.device) -> torch.Tensor:
-    """Normalised rows ``[top, bottom)`` of ``pixels`` with ``left``/``right`` extra columns,
-    mirrored wherever they fall outside the image: ``(1, C, bottom - top, W + left + right)``."""
-    height = pixels.shape[0]
-    rows = pixels[max(top, 0):min(bottom, height)]
-    return mirror_pad(preprocess(rows, device), left, right, max(0, -top), max(0, bottom - height))
+def reflected(indices: np.ndarray, size: int) -> np.ndarray:
+    """``indices`` (any integers) mirrored into ``[0, size)`` as repeated reflection padding
+    mirrors them (period ``2 * (size - 1)``, the edge pixel not repeated).
+
+    Example:
+        >>> reflected(np.arange(-4, 7), 3).tolist()
+        [0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2]
+    """
+    if size == 1:
+        return np.zeros_like(indices)
+    period = 2 * (size - 1)
+    folded = np.mod(indices, period)
+    return np.where(folded < size, folded, period - folded)
+
+
+def mirrored_region(pixels: np.ndarray | LazyImage, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Rows ``[top, bottom)`` and columns ``[left, right)`` of ``pixels`` ``(H, W, C)``, mirrored
+    wherever they fall outside the image; reads only the part of the image they touch."""
+    height, width = pixels.shape[:2]
+    rows, cols = reflected(np.arange(top, bottom), height), reflected(np.arange(left, right), width)
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    block = pixels[r0:r1, c0:c1]
+    inside = 0 <= top and bottom <= height and 0 <= left and right <= width
+    return block if inside else block[(rows - r0)[:, None], (cols - c0)[None, :]]

@@ -32,21 +32,34 @@ Blending = Literal["constant", "gaussian"]
 Net = Callable[[torch.Tensor], torch.Tensor]
 
 
-def blend_weights(height: int, width: int, blending: Blending, sigma_scale: float = 0.125) -> torch.Tensor:
-    """Per-pixel weights ``(height, width)`` of one window's logits: ones, or a Gaussian of std
-    ``sigma_scale * side`` centred on the window (edges of a window see less context, so
-    their logits count less where windows overlap; nnU-Net's choice of 1/8)."""
+def axis_weights(side: int, blending: Blending, sigma_scale: float = 0.125) -> torch.Tensor:
+    """One axis of a window's blending weights: ones, or a Gaussian of std ``sigma_scale * side``
+    centred on the window, at least ``sqrt(1e-3)`` (edges of a window see less context, so their
+    logits count less where windows overlap; nnU-Net's sigma of 1/8)."""
     if blending == "constant":
-        return torch.ones(height, width)
+        return torch.ones(side)
     if blending != "gaussian":
         raise ValueError(f"blending must be 'constant' or 'gaussian', got {blending!r}")
-    axes = []
-    for side in (height, width):
-        position = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
-        axes.append(torch.exp(-0.5 * (position / (sigma_scale * side)) ** 2))
-    weights = axes[0][:, None] * axes[1][None, :]
-    # Keep every pixel's weight positive, so a pixel covered by one window edge only still counts.
-    return (weights / weights.max()).clamp_min(1e-3).float()
+    position = torch.arange(side, dtype=torch.float64) - (side - 1) / 2
+    weights = torch.exp(-0.5 * (position / (sigma_scale * side)) ** 2)
+    # Every pixel's weight stays positive (>= 1e-3 for the product), so a pixel covered by one
+    # window edge only still counts.
+    return (weights / weights.max()).clamp_min(1e-3 ** 0.5).float()
+
+
+def blend_weights(height: int, width: int, blending: Blending, sigma_scale: float = 0.125) -> torch.Tensor:
+    """Per-pixel weights ``(height, width)`` of one window's logits: the outer product of
+    :func:`axis_weights`. Separable, so the sum of all windows' weights at a pixel is a row
+    factor times a column factor, and never needs to be stored per pixel."""
+    return axis_weights(height, blending, sigma_scale)[:, None] * axis_weights(width, blending, sigma_scale)[None, :]
+
+
+def coverage(starts: list[int], window: int, weights: torch.Tensor, length: int) -> torch.Tensor:
+    """The sum over windows at ``starts`` of their ``weights`` along one axis: ``(length,)``."""
+    total = torch.zeros(length, dtype=weights.dtype)
+    for start in starts:
+        total[start:start + window] += weights
+    return total
 
 
 @dataclass(frozen=True)
@@ -78,34 +91,48 @@ class WindowGrid:
         return self.ys[-1] + self.window_h, self.xs[-1] + self.window_w
 
 
-# read_rows(top, bottom): input rows [top, bottom) of the images (N, C_in, rows, extent_w +
-# 2 * context), columns from -context, mirrored wherever they fall outside the image.
-RowReader = Callable[[int, int], torch.Tensor]
+# read_region(top, bottom, left, right): input rows [top, bottom) and columns [left, right) of the
+# images (N, C_in, rows, columns), in a frame whose column 0 is the image's column -context; rows
+# and columns outside the image are mirrored.
+RegionReader = Callable[[int, int, int, int], torch.Tensor]
+# Finished logits are handed out in pieces at most this wide, so that no full-width temporary
+# (a division, an argmax's int64) is ever made: memory does not grow with a slide's width.
+COLUMN_PIECE = 2048
 
 
 def banded_logits(
-    net: Net, read_rows: RowReader, grid: WindowGrid, blending: Blending = "constant", batch_size: int = 1,
-    on_window: Callable[[], None] | None = None,
-) -> Iterator[tuple[int, torch.Tensor]]:
+    net: Net, read_region: RegionReader, grid: WindowGrid, blending: Blending = "constant", batch_size: int = 1,
+    on_window: Callable[[], None] | None = None, piece: int = COLUMN_PIECE,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     """The one sliding-window engine: blended logits of the image, a band of rows at a time.
 
-    Visits the grid row of windows by row of windows (``batch_size`` windows per net call)
-    and yields ``(first row, logits (N, C, rows, width))`` as soon as no later window reaches
-    those rows, so only one band of ``window_h`` rows of logits is ever held. A net may return
+    Visits the grid row of windows by row of windows (``batch_size`` windows per net call, each
+    batch reading only the input columns it covers) and yields ``(first row, first column,
+    logits (N, C, rows, columns))`` pieces at most ``piece`` columns wide, left to right, as soon
+    as no later window reaches those rows. Only ``window_h`` rows of logits are ever held, in a
+    ring buffer (no copy when the band moves down); the windows' summed weights are separable,
+    a row factor times a column factor, so they take no per-pixel memory. With autograd on
+    (training through windows) the band is rebuilt out of place instead. A net may return
     windows of its input's size (the context is then cropped off) or ``2 * context`` smaller.
     """
-    weights: torch.Tensor | None = None
     band: torch.Tensor | None = None
-    total: torch.Tensor | None = None
-    band_top, c = 0, grid.context
+    c, ring = grid.context, not torch.is_grad_enabled()
     height, width, window_h, window_w = grid.height, grid.width, grid.window_h, grid.window_w
-    extent_w = grid.extent[1]
+    extent_h, extent_w = grid.extent
+    row_weights, col_weights = axis_weights(window_h, blending), axis_weights(window_w, blending)
+    weights = row_weights[:, None] * col_weights[None, :]
+    row_total = coverage(grid.ys, window_h, row_weights, extent_h)
+    col_total = coverage(grid.xs, window_w, col_weights, extent_w)
+    band_top = 0
     for row, y in enumerate(grid.ys):
-        strip = read_rows(y - c, y + window_h + c)
-        count = strip.shape[0]
-        for start in range(0, len(grid.xs), batch_size):
-            batch_xs = grid.xs[start:start + batch_size]
-            logits = net(torch.cat([strip[..., x:x + window_w + 2 * c] for x in batch_xs]))
+        start = y % window_h if ring else 0  # where image row y sits in the band
+        for first in range(0, len(grid.xs), batch_size):
+            batch_xs = grid.xs[first:first + batch_size]
+            left = batch_xs[0]
+            region = read_region(y - c, y + window_h + c, left, batch_xs[-1] + window_w + 2 * c)
+            count = region.shape[0]
+            logits = net(torch.cat([region[..., x - left:x - left + window_w + 2 * c] for x in batch_xs]))
+            del region
             if c and logits.shape[-2:] == (window_h + 2 * c, window_w + 2 * c):  # a same-size net
                 logits = logits[..., c:c + window_h, c:c + window_w]
             if logits.shape[-2:] != (window_h, window_w):
@@ -113,23 +140,49 @@ def banded_logits(
                     f"the net turned a {window_h + 2 * c}x{window_w + 2 * c} window into "
                     f"{tuple(logits.shape[-2:])} logits, expected {window_h}x{window_w} (context={c})"
                 )
-            if band is None or total is None or weights is None:
-                weights = blend_weights(window_h, window_w, blending).to(logits.device, logits.dtype)
+            if band is None:
+                weights = weights.to(logits.device, logits.dtype)
+                row_total, col_total = row_total.to(logits.device, logits.dtype), col_total.to(logits.device, logits.dtype)
                 band = logits.new_zeros(count, logits.shape[1], window_h, extent_w)
-                total = logits.new_zeros(window_h, extent_w)
             for i, x in enumerate(batch_xs):
-                band[..., y - band_top:y - band_top + window_h, x:x + window_w] += logits[i * count:(i + 1) * count] * weights
-                total[y - band_top:y - band_top + window_h, x:x + window_w] += weights
+                weighted = logits[i * count:(i + 1) * count] * weights
+                band[..., start:, x:x + window_w] += weighted[..., :window_h - start, :]
+                if start:
+                    band[..., :start, x:x + window_w] += weighted[..., window_h - start:, :]
                 if on_window is not None:
                     on_window()
-        assert band is not None and total is not None
-        # Rows above the next row of windows are final: hand them out, move the band down.
+        assert band is not None
+        # Rows above the next row of windows are final: hand them out, then free their ring rows.
         done = min(grid.ys[row + 1] if row + 1 < len(grid.ys) else height, height)
         rows = done - band_top
-        yield band_top, band[..., :rows, :width] / total[:rows, :width]
-        band = torch.cat([band[..., rows:, :], band.new_zeros(*band.shape[:2], rows, extent_w)], dim=2)
-        total = torch.cat([total[rows:], total.new_zeros(rows, extent_w)])
+        parts = [(start, min(start + rows, window_h))] + ([(0, start + rows - window_h)] if start + rows > window_h else [])
+        divisor = row_total[band_top:done, None]
+        for left in range(0, width, piece):
+            right = min(left + piece, width)
+            chunk = torch.cat([band[..., a:b, left:right] for a, b in parts], dim=-2) if len(parts) > 1 else \
+                band[..., parts[0][0]:parts[0][1], left:right]
+            yield band_top, left, chunk / (divisor * col_total[None, left:right])
+        if ring:
+            for a, b in parts:
+                band[..., a:b, :] = 0
+        else:  # autograd: a new band, the finished rows dropped
+            band = torch.cat([band[..., rows:, :], band.new_zeros(*band.shape[:2], rows, extent_w)], dim=2)
         band_top = done
+
+
+def whole_rows(pieces: Iterator[tuple[int, int, torch.Tensor]]) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`banded_logits`' pieces joined into whole bands ``(first row, logits (N, C, rows, W))``
+    (for images that fit in memory)."""
+    current: list[torch.Tensor] = []
+    current_top = None
+    for top, _, logits in pieces:
+        if current and top != current_top:
+            yield current_top, torch.cat(current, dim=-1)  # type: ignore[misc]
+            current = []
+        current_top = top
+        current.append(logits)
+    if current:
+        yield current_top, torch.cat(current, dim=-1)  # type: ignore[misc]
 
 
 def sliding_window_logits(
@@ -166,8 +219,11 @@ def sliding_window_logits(
                            overlap, context, multiple)
     extent_h, extent_w = grid.extent
     padded = mirror_pad(images, context, extent_w - width + context, context, extent_h - height + context)
-    bands = banded_logits(net, lambda top, bottom: padded[..., top + context:bottom + context, :], grid, blending)
-    return torch.cat([logits for _, logits in bands], dim=2)
+
+    def read_region(top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+        return padded[..., top + context:bottom + context, left:right]
+
+    return torch.cat([logits for _, logits in whole_rows(banded_logits(net, read_region, grid, blending))], dim=2)
 
 
 def overlap_tile(net: torch.nn.Module, images: torch.Tensor, tile: int | None = None) -> torch.Tensor:

@@ -256,12 +256,13 @@ class SegmentationModule(L.LightningModule):
         if em_metrics is not None:
             em_metrics.update(preds, masks)
         self.log(f"{stage}/loss", self.loss(logits, masks), batch_size=images.shape[0], sync_dist=True)
-        return {"preds": preds, "masks": masks}
+        return {"preds": preds, "masks": masks, "logits": logits.detach()}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Scores the batch; returns ``{"preds", "masks"}`` (``(N, H, W)`` class indices and
-        targets, on the module's device) for callbacks such as
-        :class:`segkit.training.per_image.PerImageScores`."""
+        """Scores the batch; returns ``{"preds", "masks", "logits"}`` (``(N, H, W)`` class indices
+        and targets, ``(N, K, H, W)`` logits, on the module's device) for callbacks such as
+        :class:`segkit.training.per_image.PerImageScores` and
+        :class:`segkit.training.object_scores.ObjectScores`."""
         return self._evaluate(batch, self.val_metrics, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from segkit.scoring.figures import confusion_figure, per_class_iou_figure, save_
 from segkit.scoring.gallery import GalleryRow, gallery_figure
 from segkit.scoring.metrics import scores_from_confusion
 from segkit.scoring.per_image import PerImageTable
+from segkit.training.object_scores import OBJECT_COLUMNS
 from segkit.training.run_dir import CONFUSION_PNG, PER_CLASS_IOU_PNG, PER_IMAGE_CSV, PER_IMAGE_NPZ, WORST_IMAGES_PNG
 
 
@@ -52,9 +53,11 @@ def worst_figure(worst: Sequence[GalleryRow], class_names: Sequence[str], split:
 
 def write_eval_files(output_dir: Path, table: PerImageTable, worst: Sequence[GalleryRow] | None,
                      class_names: Sequence[str], split: str, ignore_index: int | None = 255,
-                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> list[Path]:
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                     object_rows: Mapping[int, Sequence[float]] | None = None) -> list[Path]:
     """Write the files of the module docstring's table into ``output_dir``; return their paths
-    (``worst_images.png`` only when ``worst`` is not ``None``).
+    (``worst_images.png`` only when ``worst`` is not ``None``); ``object_rows`` (dataset index ->
+    values of :data:`segkit.training.object_scores.OBJECT_COLUMNS`) adds those columns to ``per_image.csv``.
 
     Example:
         >>> import tempfile
@@ -66,7 +69,7 @@ def write_eval_files(output_dir: Path, table: PerImageTable, worst: Sequence[Gal
     figures = split_figures(table.total(), class_names, split)
     written = [save_png(figures["confusion_matrix"], output_dir / CONFUSION_PNG),
                save_png(figures["per_class_IoU"], output_dir / PER_CLASS_IOU_PNG),
-               table.write_csv(output_dir / PER_IMAGE_CSV),
+               table.write_csv(output_dir / PER_IMAGE_CSV, OBJECT_COLUMNS if object_rows else (), object_rows),
                table.write_npz(output_dir / PER_IMAGE_NPZ)]
     if worst is not None:
         gallery = worst_figure(worst, class_names, split, ignore_index, mean, std)

@@ -9,7 +9,7 @@ left out, so the per-image matrices of a split sum to its global matrix exactly.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +106,17 @@ class PerImageTable:
         """The split's global confusion matrix: the sum over images."""
         return self.confusion.sum(axis=0)
 
-    def write_csv(self, path: Path) -> Path:
-        """``per_image.csv``: ``index, file, mIoU, pixel_acc`` per image (NaN: nothing scored)."""
+    def write_csv(self, path: Path, extra_columns: Sequence[str] = (),
+                  extra: Mapping[int, Sequence[float]] | None = None) -> Path:
+        """``per_image.csv``: ``index, file, mIoU, pixel_acc`` per image (NaN: nothing scored),
+        then ``extra_columns`` with each image's values from ``extra`` (by index; NaN if absent)."""
         miou, acc = image_scores(self.confusion)
+        missing = [float("nan")] * len(extra_columns)
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow([*CSV_COLUMNS, *extra_columns])
             for row in zip(self.indices.tolist(), self.files, miou.tolist(), acc.tolist()):
-                writer.writerow(row)
+                writer.writerow([*row, *(extra or {}).get(row[0], missing)])
         return path
 
     def write_npz(self, path: Path) -> Path:

@@ -119,11 +119,11 @@ class PerImageScores(L.Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.active(trainer, "validate"):
-            self._reset(_first(trainer.val_dataloaders))
+            self._reset(first_loader(trainer.val_dataloaders))
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.active(trainer, "test"):
-            self._reset(_first(trainer.test_dataloaders))
+            self._reset(first_loader(trainer.test_dataloaders))
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -202,7 +202,7 @@ class PerImageScores(L.Callback):
         self._reset(None)
 
 
-def _first(loaders: Any) -> DataLoader | None:
+def first_loader(loaders: Any) -> DataLoader | None:
     """The first loader of Lightning's ``*_dataloaders`` (a loader, a list of them, or none)."""
     if isinstance(loaders, (list, tuple)):
         return loaders[0] if loaders else None

@@ -28,7 +28,9 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 # colours (for images; masks may read palettes as indices), and colour spaces other than RGB.
 _TO_RGB = {"P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "1": "L"}
 # tifffile axis codes that stack planes of one image (channels, pages, samples stored planar).
-_PLANE_AXES = set("CSIQZTE")
+_PLANE_AXES = set("CSIQE")
+# Axes a file labels as a Z stack or a time series: planes, never channels.
+_STACK_AXES = set("ZT")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, tifffile.TiffFileError)
 # Pillow modes whose last band is alpha (or padding): dropped to read them as colours.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA", "RGBX"}
@@ -105,6 +107,13 @@ def _tiff_layout(shape: tuple[int, ...], axes: str, path: Path) -> tuple[int, in
         return shape[0], shape[1], 1, False
     if len(shape) == 3 and axes.endswith("S"):
         return shape[0], shape[1], shape[2], False
+    if len(shape) == 3 and axes[0] in _STACK_AXES:
+        kind = {"Z": "Z stack", "T": "time series"}[axes[0]]
+        raise SegkitError(
+            f"{shown(path)}: a {kind} of {shape[0]} planes (axes {axes}), not one image with channels; training "
+            "reads one 2-D image per file: save each plane as its own file (segkit-predict reads "
+            "stacks plane by plane)"
+        )
     if len(shape) == 3 and axes[0] in _PLANE_AXES:
         return shape[1], shape[2], shape[0], True
     raise SegkitError(

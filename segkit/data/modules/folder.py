@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from segkit.data.base import SegmentationDataModule, check_normalization, whole_number
 from segkit.data.files.folder_index import check_headers, check_root, find_pairs, read_classes
 from segkit.data.files.intensity import IntensityScaling
+from segkit.data.files.large import is_large
 from segkit.data.files.masks import MaskDecoder
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.files.pairs import PairDataset
@@ -41,6 +42,7 @@ from segkit.data.files.preflight import (
     pair_facts,
     scan_pairs,
 )
+from segkit.data.augment import RandomIntensity
 from segkit.data.transforms import segmentation_transforms
 from segkit.errors import SegkitError, shown
 
@@ -133,6 +135,13 @@ class FolderDataModule(SegmentationDataModule):
         pin_memory: bool = False,
         hflip: bool = True,
         vflip: bool = False,
+        rot90: bool = False,
+        elastic: bool = False,
+        gain: float = 0.0,
+        offset: float = 0.0,
+        gamma: float = 0.0,
+        noise: float = 0.0,
+        foreground_oversample: float = 0.0,
         intensity: str = "auto",
         percentiles: Sequence[float] = (1.0, 99.8),
         value_range: Sequence[float] | None = None,
@@ -163,6 +172,16 @@ class FolderDataModule(SegmentationDataModule):
         self.intensity = IntensityScaling.from_config(
             {"mode": intensity, "percentiles": percentiles, "value_range": value_range})
         self.crop_size, self.hflip, self.vflip, self.validate = crop_size, hflip, vflip, validate
+        self.rot90, self.elastic = rot90, elastic
+        if not 0.0 <= foreground_oversample <= 1.0:
+            raise SegkitError(f"data.foreground_oversample={foreground_oversample}: use a fraction of crops in [0, 1] "
+                              "(e.g. 0.33), 0 for uniform crops")
+        self.foreground_oversample = foreground_oversample
+        try:
+            jitter = RandomIntensity(scale=gain, shift=offset, gamma=gamma, noise=noise)
+        except ValueError as error:
+            raise SegkitError(f"data.gain/offset/gamma/noise: {error}; 0 switches one off") from None
+        self.intensity_jitter = jitter if gain or offset or gamma or noise else None
         default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if in_channels == 3 else (
             GREY_MEAN * in_channels, GREY_STD * in_channels)
         self.mean = list(default_mean if mean is None else mean)
@@ -183,10 +202,13 @@ class FolderDataModule(SegmentationDataModule):
         transform = segmentation_transforms(
             train, self.mean, self.std, hflip=self.hflip, vflip=self.vflip,
             crop_size=crop if isinstance(crop, int) else None, ignore_index=self.ignore_index,
+            rot90=self.rot90, elastic=self.elastic, intensity=self.intensity_jitter,
+            foreground_oversample=self.foreground_oversample,
         )
         with_instances = train and self.mask_type == "instances"
         return PairDataset(pairs, transform, self.in_channels, self.decoder, self.intensity,
-                           with_instances=with_instances, keep_decoded=self._keeps(sizes, with_instances))
+                           with_instances=with_instances, keep_decoded=self._keeps(sizes, with_instances),
+                           crop_size=crop if isinstance(crop, int) else None, tile_large=not train)
 
     def _keeps(self, sizes: Sequence[tuple[int, int]] | None, with_instances: bool) -> bool:
         if self.keep_decoded != "auto":
@@ -202,10 +224,16 @@ class FolderDataModule(SegmentationDataModule):
         """Run the ``validate`` checks on one split; the image sizes where they were read."""
         cache = PreflightCache({"root": str(self.root), "in_channels": self.in_channels, "decoder": repr(self.decoder)})
         if self.validate == "full":
-            facts = scan_pairs(pairs, self.in_channels, self.decoder, self.audit_command(), cache=cache,
+            # Slides too large to decode whole are checked by their headers (and read crop by crop).
+            by_region = name != "train" or self.crop_size is not None  # evaluation tiles, training crops
+            large = {pair for pair in pairs if is_large(Path(pair[0]))} if by_region else set()
+            small = [pair for pair in pairs if pair not in large]
+            facts = scan_pairs(small, self.in_channels, self.decoder, self.audit_command(), cache=cache,
                                description=f"checking {name}")
-            check_binary_trap(pairs, facts, self.decoder)
-            return [(fact.height, fact.width) for fact in facts]
+            check_binary_trap(small, facts, self.decoder)
+            sizes = dict(zip(small, [(fact.height, fact.width) for fact in facts]))
+            sizes.update({pair: (header.height, header.width) for pair, header in zip(large, check_headers(list(large)))})
+            return [sizes[pair] for pair in pairs]
         # A bad file among the sample is left for the loader to report, as this mode promises.
         sample = [(pair, facts) for pair in pairs[:TRAP_SAMPLE] if (facts := self._facts_or_none(pair)) is not None]
         check_binary_trap([pair for pair, _ in sample], [facts for _, facts in sample], self.decoder)
