@@ -10,7 +10,6 @@ memory barely grows with the image: the difference between a 16,384 x 16,384 sli
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -93,29 +92,37 @@ _LAUNCHER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
 
 
+def launch(script: str, arguments: list[str], log: Path) -> tuple[float, float]:
+    """Run the console ``script`` beside this interpreter with ``arguments`` (stderr to ``log``),
+    as a child of a fresh launcher process; its ``(peak resident MiB, seconds)``."""
+    command = [str(Path(sys.executable).with_name(script)), *arguments]
+    start = time.perf_counter()
+    with log.open("w") as out:
+        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], stdout=subprocess.PIPE, stderr=out,
+                                  text=True, check=False)
+    seconds = time.perf_counter() - start
+    peak_kib, code = (int(word) for word in launched.stdout.split()[-2:])
+    if code != 0:
+        raise RuntimeError(f"{script} failed; see {log}")
+    return peak_kib / 1024, seconds
+
+
 def predict_large(kind: str, size: int, workdir: Path, checkpoint: Path, window: int = 512) -> LargeRun:
     """Write the input, run ``segkit-predict`` on it (output to a log file), check the labels."""
     source = workdir / "inputs" / (f"slide_{size}.tif" if kind == "tiff" else f"slide_{size}.ome.zarr")
     source.parent.mkdir(exist_ok=True)
     (write_large_tiff if kind == "tiff" else write_large_zarr)(source, size)
     output = workdir / f"out_{kind}_{size}"
-    script = Path(sys.executable).with_name("segkit-predict")
-    command = [str(script), f"ckpt_path={checkpoint}", f"input={source}", f"output={output}", "progress_bar=false",
-               f"inference.window={window}", "device=cpu", f"hydra.run.dir={workdir / 'hydra' / f'{kind}_{size}'}"]
-    start = time.perf_counter()
-    with (workdir / f"predict_{kind}_{size}.log").open("w") as log:
-        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], stdout=subprocess.PIPE, stderr=log,
-                                  text=True, check=False)
-    seconds = time.perf_counter() - start
-    peak_kib, code = (int(word) for word in launched.stdout.split()[-2:])
-    if code != 0:
-        raise RuntimeError(f"segkit-predict failed on {source}; see {workdir / f'predict_{kind}_{size}.log'}")
+    peak_mib, seconds = launch("segkit-predict", [
+        f"ckpt_path={checkpoint}", f"input={source}", f"output={output}", "progress_bar=false",
+        f"inference.window={window}", "device=cpu", f"hydra.run.dir={workdir / 'hydra' / f'{kind}_{size}'}"],
+        workdir / f"predict_{kind}_{size}.log")
     from segkit.data.files.lazy import open_planes
 
     (labels,) = open_planes(output / (f"slide_{size}.tif" if kind == "tiff" else f"slide_{size}.zarr"))
     ok = labels.shape[:2] == (size, size) and int(labels[size - 1:size, :].max()) <= 1
     labels.close()
-    return LargeRun(kind, size, size * size * 2 / 2**20, peak_kib / 1024, seconds, ok)
+    return LargeRun(kind, size, size * size * 2 / 2**20, peak_mib, seconds, ok)
 
 
 def measure_large_predictions(sizes: list[int], kinds: list[str], workdir: Path, window: int = 512) -> list[LargeRun]:
@@ -165,20 +172,12 @@ def train_large(workdir: Path, size: int, count: int = 3, steps: int = 30) -> La
             (root / split / sub).mkdir(parents=True, exist_ok=True)
         for index in range(number):
             _write_pair(root / split, f"{split}{index}", side)
-    script = Path(sys.executable).with_name("segkit-train")
-    command = [str(script), "data=folder", f"data.root={root}", "data.num_classes=2", "data.in_channels=1",
-               "data.mask_type=binary", f"trainer.max_steps={steps}", "++trainer.limit_val_batches=0", "test=false",
-               "trainer.accelerator=cpu", f"hydra.run.dir={workdir / 'hydra' / f'train_{size}'}"]
-    start = time.perf_counter()
-    with (workdir / f"train_{size}.log").open("w") as log:
-        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], stdout=subprocess.PIPE, stderr=log,
-                                  text=True, check=False)
-    seconds = time.perf_counter() - start
-    peak_kib, code = (int(word) for word in launched.stdout.split()[-2:])
-    if code != 0:
-        raise RuntimeError(f"segkit-train failed on {root}; see {workdir / f'train_{size}.log'}")
+    peak_mib, seconds = launch("segkit-train", [
+        "data=folder", f"data.root={root}", "data.num_classes=2", "data.in_channels=1", "data.mask_type=binary",
+        f"trainer.max_steps={steps}", "++trainer.limit_val_batches=0", "test=false", "trainer.accelerator=cpu",
+        f"hydra.run.dir={workdir / 'hydra' / f'train_{size}'}"], workdir / f"train_{size}.log")
     subprocess.run(["rm", "-rf", str(root)], check=False)
-    return LargeTraining(size, count, size * size * 2 / 2**20, peak_kib / 1024, seconds)
+    return LargeTraining(size, count, size * size * 2 / 2**20, peak_mib, seconds)
 
 
 if __name__ == "__main__":

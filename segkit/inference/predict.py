@@ -115,10 +115,7 @@ def as_array(image: Image.Image | np.ndarray | LazyImage) -> np.ndarray | LazyIm
 
 def intensity_bounds(pixels: np.ndarray | LazyImage, intensity: IntensityScaling) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel bounds of the whole image; a lazy image's from a sample of its rows."""
-    if isinstance(pixels, LazyImage):
-        sample = pixels.sample()
-        return intensity.bounds(sample.reshape(-1, 1, sample.shape[-1]))
-    return intensity.bounds(pixels)
+    return pixels.intensity_bounds(intensity) if isinstance(pixels, LazyImage) else intensity.bounds(pixels)
 
 
 @torch.inference_mode()

@@ -73,8 +73,7 @@ class LargePair:
             (ih, iw), (mh, mw) = self.image.shape[:2], self.mask.shape[:2]
             raise SegkitError(f"{shown(pair[0])} is {iw}x{ih} (width x height) but its mask {shown(pair[1])} is "
                               f"{mw}x{mh}; resize the mask to its image's size (nearest-neighbour) or fix the pair")
-        sample = self.image.sample()
-        self.low, self.high = intensity.bounds(sample.reshape(-1, 1, sample.shape[-1]))
+        self.low, self.high = self.image.intensity_bounds(intensity)
 
     def crop(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A random ``size`` x ``size`` crop (torch's generator: the sample's seed decides it) as

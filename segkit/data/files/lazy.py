@@ -121,6 +121,12 @@ class LazyImage:
         tops = np.linspace(0, height - band, bands).astype(int)
         return np.concatenate([self[top:top + band].reshape(-1, channels) for top in tops])
 
+    def intensity_bounds(self, intensity: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``intensity`` (an :class:`~segkit.data.files.intensity.IntensityScaling`)'s per-channel
+        bounds of the whole plane, from :meth:`sample` (never the whole plane of a slide)."""
+        sample = self.sample()
+        return intensity.bounds(sample.reshape(-1, 1, sample.shape[-1]))
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
