@@ -1,7 +1,8 @@
 """A tiny Hydra application for the Optuna sweeper's tests (tests/test_optuna_sweeper.py).
 
 Each call appends a JSON line to ``calls`` and writes ``task.json`` in its job directory; it
-returns ``10 * x`` for ``mode=ok``, raises for ``raise``, returns NaN for ``return_nan`` and None
+sleeps ``x * sleep_per_x`` seconds, reports ``report_steps`` intermediate values (pruned: raises
+optuna.TrialPruned), returns ``10 * x`` for ``mode=ok``, raises for ``raise``, returns NaN for ``return_nan`` and None
 for ``return_none``, and SIGKILLs its own process on call ``kill_at_call`` unless ``kill_marker`` exists.
 
     python tests/optuna_app.py -m hydra/sweeper=segkit_optuna hydra.sweep.dir=/tmp/s \\
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
+from segkit.sweeps.trial_link import current_trial
+
 
 @dataclass
 class AppConfig:
@@ -31,6 +35,10 @@ class AppConfig:
     calls: str = "calls.jsonl"
     kill_at_call: int = 0
     kill_marker: str = "killed.marker"
+    # Sleep x * sleep_per_x seconds (trials of uneven length).
+    sleep_per_x: float = 0.0
+    # Report x * step / report_steps at steps 1..report_steps to the sweep's trial; pruned: raise.
+    report_steps: int = 0
 
 
 ConfigStore.instance().store(name="optuna_app", node=AppConfig)
@@ -64,6 +72,12 @@ def main(cfg: AppConfig) -> float | None:
     if n_calls == cfg.kill_at_call and not Path(cfg.kill_marker).exists():
         Path(cfg.kill_marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(cfg.x * cfg.sleep_per_x)
+    trial = current_trial() if cfg.report_steps else None
+    for step in range(1, cfg.report_steps + 1):
+        trial.report(cfg.x * step / cfg.report_steps, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"at step {step}")
     if cfg.mode == "raise":
         raise ValueError(f"mode=raise (x={cfg.x})")
     if cfg.mode == "return_nan":

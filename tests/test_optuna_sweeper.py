@@ -27,6 +27,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from hydra_plugins.segkit_optuna_sweeper import _search_space  # noqa: E402
 from hydra_plugins.segkit_optuna_sweeper._search_space import parse_search_space  # noqa: E402
+from segkit.sweeps.storage import open_study  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "optuna_app.py"
 X_PARAM = "+hydra.sweeper.params.x='interval(0, 1)'"
@@ -41,8 +42,12 @@ def sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
 
 
 def load_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
-    storage = f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
-    return optuna.load_study(study_name="segkit", storage=storage).get_trials()
+    return open_study("segkit", str(tmp_path / "sweep" / "optuna.journal")).get_trials()
+
+
+def worker_logs(tmp_path: Path) -> str:
+    """What the local workers of ``hydra.sweeper.n_jobs > 1`` printed."""
+    return "".join(p.read_text() for p in sorted((tmp_path / "sweep" / "workers").glob("local_*.log")))
 
 
 def calls(tmp_path: Path) -> list[dict]:
@@ -109,7 +114,7 @@ def test_an_unsupported_form_is_a_clear_error_naming_key_and_value(value: str) -
 
 @pytest.mark.timeout(300)
 def test_raising_and_nan_trials_are_recorded_as_failed_and_the_study_goes_on(tmp_path: Path) -> None:
-    # The cycling sampler gives trial n mode number n % 4: two trials of each mode; batches of 3.
+    # The cycling sampler gives trial n mode number n % 4: two trials of each mode; 3 workers.
     proc = sweep(tmp_path, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=3", X_PARAM, CYCLING,
                  "mode=ok,raise,return_nan,return_none")
     assert proc.returncode == 0, describe(proc)
@@ -122,7 +127,7 @@ def test_raising_and_nan_trials_are_recorded_as_failed_and_the_study_goes_on(tmp
         else:
             assert trial.state == TrialState.FAIL, trial
     assert sorted(t.params["mode"] for t in trials if t.state == TrialState.COMPLETE) == ["ok", "ok"]
-    output = proc.stdout + proc.stderr
+    output = worker_logs(tmp_path)
     assert re.search(r"trial 1 .*'raise'.* failed: ValueError: mode=raise", output), output
     assert re.search(r"trial 2 .*'return_nan'.* returned nan", output), output
     # Each job directory is its trial's: job number = trial number.
@@ -148,21 +153,22 @@ def test_a_killed_study_continues_where_it_stopped(tmp_path: Path) -> None:
     second = sweep(tmp_path, *overrides)
     assert second.returncode == 0, describe(second)
     output = second.stdout + second.stderr
-    assert "trial 2 was left running by an interrupted sweep: marked FAIL" in output, output
-    assert "resuming study segkit: 3 of 5 trials done" in output, output
+    assert re.search(r"continuing trial 2 .* in \S+/sweep/2: its worker .* stopped", output), output
+    assert "sweep worker 1 of study segkit" in output and "2 of 5 trials finished" in output, output
     after = load_trials(tmp_path)
-    assert [t.state for t in after] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
-    assert [(t.params, t.value) for t in after[:2]] == [(t.params, t.value) for t in before[:2]]
-    # The seeded sampler did not start its random sequence again (trial 3 = trial 0 otherwise).
+    assert [t.state for t in after] == [TrialState.COMPLETE] * 5
+    assert [(t.params, t.value) for t in after[:3]] == [(t.params, t.value) for t in before[:2]] + [
+        (before[2].params, pytest.approx(10 * before[2].params["x"]))]
+    # The second worker samples with seed 7 + 1: it does not repeat the first worker's trials.
     assert after[3].params != after[0].params
-    # Each trial ran once; the second run's jobs got new directories (numbered by trial).
+    # The killed trial ran again in its own directory; the others ran once.
     first_pid, second_pid = calls(tmp_path)[0]["pid"], calls(tmp_path)[-1]["pid"]
     assert first_pid != second_pid
     assert [(c["pid"], c["job"]) for c in calls(tmp_path)] == [
-        (first_pid, 0), (first_pid, 1), (first_pid, 2), (second_pid, 3), (second_pid, 4)
+        (first_pid, 0), (first_pid, 1), (first_pid, 2), (second_pid, 2), (second_pid, 3), (second_pid, 4)
     ]
     assert {job: r["pid"] for job, r in job_records(tmp_path).items()} == {
-        0: first_pid, 1: first_pid, 2: first_pid, 3: second_pid, 4: second_pid
+        0: first_pid, 1: first_pid, 2: second_pid, 3: second_pid, 4: second_pid
     }
 
 
@@ -170,6 +176,6 @@ def test_a_killed_study_continues_where_it_stopped(tmp_path: Path) -> None:
 def test_a_study_whose_trials_all_fail_exits_with_an_error(tmp_path: Path) -> None:
     proc = sweep(tmp_path, "hydra.sweeper.n_trials=3", X_PARAM, "mode=raise")
     assert proc.returncode != 0, describe(proc)
-    assert "all 3 trials of Optuna study 'segkit' failed" in proc.stdout + proc.stderr, describe(proc)
+    assert "none of the 3 trials of Optuna study 'segkit' completed" in proc.stdout + proc.stderr, describe(proc)
     assert [t.state for t in load_trials(tmp_path)] == [TrialState.FAIL] * 3
     assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()

@@ -1,20 +1,38 @@
-"""The ask-launch-tell loop of ``SegkitOptunaSweeper`` (imported only when a sweep runs)."""
+"""A sweep worker: ask the shared study for a trial as soon as the last one ends, run it as a
+Hydra job, tell the study how it went (imported only when a sweep runs). On exit a worker
+leaves ``<sweep dir>/.segkit/workers/worker_<k>.json`` (when it was ready, when it left, its
+trials): what ``segkit-bench sweep`` measures the workers' busy fraction from.
+
+Every process running the sweep command with the same ``hydra.sweep.dir`` is a worker of one
+study (``<sweep dir>/worker.sh`` is that command): on this machine (``hydra.sweeper.n_jobs=N``
+starts N, :mod:`._local`), in a SLURM array, or both, joining at any time. Before asking for a
+new trial a worker continues any trial whose worker is gone (:mod:`segkit.sweeps.ownership`).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from hydra.core.utils import JobReturn
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from optuna.storages.journal import JournalFileOpenLock
 from optuna.trial import Trial, TrialState
 
+from segkit.atomic import atomic_path
+from segkit.sweeps import ownership
+from segkit.sweeps.pruners import make_pruner
+from segkit.sweeps.results import write_results
+from segkit.sweeps.storage import open_storage, storage_url
+from segkit.sweeps.trial_link import trial_environment
+
+from ._local import run_local_workers, write_worker_script
 from ._search_space import SearchSpace, parse_search_space
 
 if TYPE_CHECKING:
@@ -23,104 +41,191 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-RESULTS_FILE = "optimization_results.yaml"
+# Seconds between checks while a batch (schedule=batch) waits for its slowest trial.
+BATCH_POLL_S = 0.5
 
 
 def run_study(sweeper: SegkitOptunaSweeper, arguments: Sequence[str]) -> list[Sequence[JobReturn]]:
-    """Run the study until it has ``sweeper.n_trials`` finished trials; write the best one."""
+    """Run this process's part of the sweep: as a worker, or with ``n_jobs > 1`` as the starter of
+    that many local workers; write the best trial when the study has all its trials."""
     assert sweeper.config is not None and sweeper.hydra_context is not None and sweeper.sweep_dir is not None
     space = parse_search_space(sweeper.params, arguments, sweeper.hydra_context.config_loader)
-    OmegaConf.save(sweeper.config, sweeper.sweep_dir / "multirun.yaml")
-    study = open_study(sweeper.study_name, sweeper.storage_url, make_sampler(sweeper.sampler), sweeper.direction)
-    done = finished(study)
-    if done:
-        log.info("resuming study %s: %d of %d trials done", study.study_name, done, sweeper.n_trials)
-        # A seeded sampler would start its random sequence again and repeat the first trials.
-        study.sampler.reseed_rng()
-    returns: list[Sequence[JobReturn]] = []
-    while (remaining := sweeper.n_trials - finished(study)) > 0:
-        batch = [study.ask(space.distributions) for _ in range(min(sweeper.n_jobs, remaining))]
-        returns.extend(run_batch(sweeper, study, space, batch))
-    write_results(study, sweeper.sweep_dir)
-    return returns
+    with atomic_path(sweeper.sweep_dir / "multirun.yaml") as partial:
+        OmegaConf.save(sweeper.config, partial)
+    write_worker_script(sweeper)
+    if sweeper.n_jobs > 1:
+        return run_local_workers(sweeper)
+    return SweepWorker(sweeper, space).run()
 
 
-def open_study(name: str, storage: str | None, sampler: Any, direction: str) -> optuna.Study:
-    """Create or load the study; trials that a killed sweep left RUNNING become FAIL."""
-    backend = optuna.storages.get_storage(storage)
-    study = optuna.create_study(
-        study_name=name, storage=backend, sampler=sampler, direction=direction, load_if_exists=True
-    )
-    study_id = backend.get_study_id_from_name(name)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial_id = backend.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        backend.set_trial_state_values(trial_id, TrialState.FAIL)
-        log.warning("study %s: trial %d was left running by an interrupted sweep: marked FAIL", name, trial.number)
-    return study
+def make_sampler(config: Any, worker: int) -> optuna.samplers.BaseSampler | None:
+    """``hydra.sweeper.sampler`` for worker number ``worker``: a seeded sampler gets ``seed +
+    worker``, so that concurrent workers do not propose the same trials, and a one-worker sweep
+    proposes the same trials as ever."""
+    if config is None:
+        return None
+    from hydra.utils import instantiate
+
+    seed = config.get("seed") if hasattr(config, "get") else None
+    return instantiate(config, **({"seed": int(seed) + worker} if seed is not None else {}))
 
 
-def make_sampler(config: Any) -> optuna.samplers.BaseSampler | None:
-    """``hydra.sweeper.sampler`` as a sampler (Hydra has usually instantiated it already)."""
-    if config is None or isinstance(config, optuna.samplers.BaseSampler):
-        return config
-    return instantiate(config)
+class SweepWorker:
+    """One worker: continue orphaned trials, else ask a new one, until the study has ``n_trials``."""
 
+    def __init__(self, sweeper: SegkitOptunaSweeper, space: SearchSpace) -> None:
+        assert sweeper.sweep_dir is not None
+        self.sweeper, self.space = sweeper, space
+        self.shared = sweeper.sweep_dir / ".segkit"
+        self.url = storage_url(sweeper.storage, sweeper.sweep_dir)
+        self.index = register_worker(self.shared / "workers")
+        self.study = optuna.create_study(
+            study_name=sweeper.study_name, storage=open_storage(self.url), direction=sweeper.direction,
+            sampler=make_sampler(sweeper.sampler_config, self.index), pruner=make_pruner(sweeper.pruner_spec),
+            load_if_exists=True,
+        )
+        self.storage = self.study._storage
+        self.ask_lock = JournalFileOpenLock(str(self.shared / "ask.lock"))
 
-def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    def run(self) -> list[Sequence[JobReturn]]:
+        done = sum(t.state in FINISHED for t in self.study.get_trials(deepcopy=False))
+        log.info("sweep worker %d of study %s (%s): %d of %d trials finished", self.index, self.study.study_name,
+                 self.url or "in memory", done, self.sweeper.n_trials)
+        returns = []
+        record = {"worker": self.index, **ownership.this_process(), "ready": time.time(), "exit": None, "trials": []}
+        try:
+            while (trial := self.next_trial()) is not None:
+                record["trials"].append(trial.number)
+                returns.append(self.run_trial(trial))
+        finally:
+            record["exit"] = time.time()
+            with atomic_path(self.shared / "workers" / f"worker_{self.index}.json") as partial:
+                partial.write_text(json.dumps(record) + "\n")
+        if self.study_finished():
+            write_results(self.study, self.sweeper.sweep_dir)
+        return returns
 
+    def study_finished(self) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        return len(trials) >= self.sweeper.n_trials and all(t.state in FINISHED for t in trials)
 
-def run_batch(
-    sweeper: SegkitOptunaSweeper, study: optuna.Study, space: SearchSpace, trials: list[Trial]
-) -> list[Sequence[JobReturn]]:
-    """Launch the trials (job number = trial number) and tell Optuna how each went."""
-    assert sweeper.launcher is not None
-    launchable: list[tuple[Trial, list[str]]] = []
-    for trial in trials:
-        overrides = space.overrides(trial.params)
+    def next_trial(self) -> Trial | None:
+        """An orphaned trial to continue, else a new one; None once the study has all its trials."""
+        while True:
+            trial = self.continue_orphan()
+            if trial is not None:
+                return trial
+            waiting, trial = self.ask()
+            if not waiting:
+                return trial
+            time.sleep(BATCH_POLL_S)
+
+    def continue_orphan(self) -> Trial | None:
+        now = time.time()
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            attrs = frozen.system_attrs
+            started = frozen.datetime_start.timestamp() if frozen.datetime_start else now
+            if not ownership.is_orphan(attrs, started, now, self.sweeper.grace_s):
+                continue
+            continuation = int(attrs.get(ownership.CONTINUATIONS, 0)) + 1
+            if not ownership.claim(self.shared / "claims", f"trial_{frozen.number}.{continuation}"):
+                continue
+            # Owner first: a worker looking meanwhile sees a live owner, or fails the same claim.
+            self.storage.set_trial_system_attr(frozen._trial_id, ownership.OWNER, ownership.this_process())
+            self.storage.set_trial_system_attr(frozen._trial_id, ownership.PREEMPTED, False)
+            self.storage.set_trial_system_attr(frozen._trial_id, ownership.CONTINUATIONS, continuation)
+            log.warning("continuing trial %d %s in %s: its worker %s stopped", frozen.number, frozen.params,
+                        self.job_dir(frozen.number), attrs.get(ownership.OWNER))
+            return Trial(self.study, frozen._trial_id)
+        return None
+
+    def ask(self) -> tuple[bool, Trial | None]:
+        """(waiting, trial): a new trial, or none left (False, None), or a batch to wait for (True, None)."""
+        self.ask_lock.acquire()
+        try:
+            trials = self.study.get_trials(deepcopy=False)
+            if len(trials) >= self.sweeper.n_trials:
+                return False, None
+            if self.sweeper.schedule == "batch":
+                start = len(trials) // self.sweeper.batch_size * self.sweeper.batch_size
+                if any(t.state not in FINISHED for t in trials[:start]):
+                    return True, None
+            trial = self.study.ask(self.space.distributions)
+            self.storage.set_trial_system_attr(trial._trial_id, ownership.OWNER, ownership.this_process())
+            return False, trial
+        finally:
+            self.ask_lock.release()
+
+    def job_dir(self, number: int) -> Path:
+        assert self.sweeper.sweep_dir is not None
+        return self.sweeper.sweep_dir / str(number)
+
+    def run_trial(self, trial: Trial) -> Sequence[JobReturn]:
+        """Launch the trial's job (job number = trial number, so its directory is
+        ``<sweep dir>/<number>``) and tell the study its value, PRUNED or FAIL."""
+        assert self.sweeper.launcher is not None
+        overrides = self.space.overrides(trial.params)
         try:
             # The launcher would raise out of the whole sweep on a config that does not compose.
-            sweeper.validate_batch_is_legal([overrides])
+            self.sweeper.validate_batch_is_legal([overrides])
         except Exception as e:
-            fail(study, trial, f"its config does not compose: {type(e).__name__}: {e}")
-        else:
-            launchable.append((trial, overrides))
-    returns = []
-    for group in consecutive(launchable):
-        results = sweeper.launcher.launch([overrides for _, overrides in group], initial_job_idx=group[0][0].number)
-        for (trial, _), result in zip(group, results):
-            value = objective(result, trial)
-            if value is None:
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                study.tell(trial, value)
-                log.info("trial %d %s: %s (best: %s)", trial.number, trial.params, value, study.best_value)
-        returns.append(results)
-    return returns
+            log.warning("trial %d %s failed: its config does not compose: %s: %s", trial.number, trial.params,
+                        type(e).__name__, e)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return []
+        started = time.monotonic()
+        results: Sequence[JobReturn] = []
+        stopped: SystemExit | None = None
+        try:
+            with ownership.Heartbeat(self.storage, trial._trial_id, self.sweeper.heartbeat_s), \
+                    trial_environment(self.url, self.study.study_name, trial.number, self.sweeper.pruner_spec):
+                results = self.sweeper.launcher.launch([overrides], initial_job_idx=trial.number)
+        except SystemExit as stop:  # segkit's Preemption (128 + signal), or a task's own exit
+            stopped = stop
+        finally:
+            self.add_seconds(trial, time.monotonic() - started)
+        if stopped is not None and isinstance(stopped.code, int) and stopped.code > 128:
+            self.storage.set_trial_system_attr(trial._trial_id, ownership.PREEMPTED, True)
+            log.warning("trial %d stopped by signal %d: the next worker of this sweep continues it from %s",
+                        trial.number, stopped.code - 128, self.job_dir(trial.number))
+            raise stopped
+        if stopped is not None:
+            log.warning("trial %d %s exited with status %s: recorded as FAIL", trial.number, trial.params, stopped.code)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return results
+        self.tell(trial, results[0])
+        return results
+
+    def add_seconds(self, trial: Trial, seconds: float) -> None:
+        spent = self.storage.get_trial_system_attrs(trial._trial_id).get(ownership.SECONDS, 0.0)
+        self.storage.set_trial_system_attr(trial._trial_id, ownership.SECONDS, float(spent) + seconds)
+
+    def tell(self, trial: Trial, result: JobReturn) -> None:
+        try:
+            value = result.return_value  # raises the job's exception when it failed
+        except optuna.TrialPruned:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d %s pruned", trial.number, trial.params)
+            return
+        except Exception as e:
+            log.warning("trial %d %s failed: %s: %s", trial.number, trial.params, type(e).__name__, e)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        number = as_float(value)
+        if number is None or not math.isfinite(number):
+            log.warning("trial %d %s returned %r, not a finite number: recorded as FAIL", trial.number, trial.params, value)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        self.study.tell(trial, number)
+        log.info("trial %d %s: %s (best: %s)", trial.number, trial.params, number, self.study.best_value)
 
 
-def consecutive(items: list[tuple[Trial, list[str]]]) -> list[list[tuple[Trial, list[str]]]]:
-    """Runs of consecutive trial numbers: each is launched with its first number as job index."""
-    runs: list[list[tuple[Trial, list[str]]]] = []
-    for item in items:
-        if runs and item[0].number == runs[-1][-1][0].number + 1:
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-    return runs
-
-
-def objective(result: JobReturn, trial: Trial) -> float | None:
-    """The job's return value as a finite float, else None (after a warning)."""
-    try:
-        value = result.return_value  # raises the job's exception when it failed
-    except Exception as e:
-        log.warning("trial %d %s failed: %s: %s", trial.number, trial.params, type(e).__name__, e)
-        return None
-    number = as_float(value)
-    if number is None or not math.isfinite(number):
-        log.warning("trial %d %s returned %r, not a finite number: recorded as FAIL", trial.number, trial.params, value)
-        return None
+def register_worker(workers_dir: Path) -> int:
+    """The lowest worker number no worker of this sweep took yet (claimed with ``O_EXCL``)."""
+    workers_dir.mkdir(parents=True, exist_ok=True)
+    number = 0
+    while not ownership.claim(workers_dir, f"worker_{number}"):
+        number += 1
     return number
 
 
@@ -132,27 +237,3 @@ def as_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
 
-
-def fail(study: optuna.Study, trial: Trial, reason: str) -> None:
-    log.warning("trial %d %s failed: %s", trial.number, trial.params, reason)
-    study.tell(trial, state=TrialState.FAIL)
-
-
-def write_results(study: optuna.Study, sweep_dir: Path) -> None:
-    """``<sweep dir>/optimization_results.yaml`` (best params and value), written atomically;
-    RuntimeError when no trial completed."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise RuntimeError(
-            f"all {finished(study)} trials of Optuna study {study.study_name!r} failed; "
-            f"see the logs in the job directories {sweep_dir}/<trial number>/"
-        )
-    best = study.best_trial
-    results = OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value})
-    path = sweep_dir / RESULTS_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(OmegaConf.to_yaml(results))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("best value %s (trial %d, %s); written to %s", best.value, best.number, best.params, path)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.errors import SegkitError
 from segkit.models.loading import read_checkpoint
+from segkit.sweeps.pruning import OptunaPruning
 from segkit.training.budget import apply_time_budget
 from segkit.training.build import instantiate_all, instantiate_model, log_run_config
 from segkit.training.idle_hooks import pass_through_profiling_for_free, skip_idle_step_hooks
@@ -108,7 +109,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # weights_only: a checkpoint holds plain data; nothing stored in it is executed.
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.test:
+    pruned_at = pruned_step(trainer)
+    if cfg.test and pruned_at is None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # Without a best checkpoint (fast_dev_run, no validation) test the weights in memory,
         # or with train=false the checkpoint given.
@@ -116,5 +118,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if trainer.is_global_zero:
         record = train_record(cfg, trainer, model, metrics, time.monotonic() - started)
+        if pruned_at is not None:
+            record["pruned_at_step"] = pruned_at
         log.info("wrote %s", RunDirectory(Path(cfg.paths.output_dir)).write_record(record))
+        if pruned_at is not None:
+            import optuna  # only a sweep trial can be pruned, and a sweep has optuna
+
+            raise optuna.TrialPruned(f"pruned at step {pruned_at}")
     return metrics
+
+
+def pruned_step(trainer: L.Trainer) -> int | None:
+    """The global step at which a sweep's pruner stopped this run (:class:`OptunaPruning`), or None."""
+    return next((c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning) and c.pruned_at is not None),
+                None)
