@@ -134,3 +134,16 @@ def test_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as exit_info:
         main(["nope"])
     assert exit_info.value.code == 2 and "throughput, fcn, dense" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sweep_benchmark_continues_a_killed_workers_trial_exactly(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    out = tmp_path / "s.json"
+    assert main(["sweep", "--sweep-parts", "killed", "--sweep-dir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    killed = json.loads(out.read_text())["sweep"]["killed"]
+    # Killed after its step-16 checkpoint (checkpoints every 8 steps), continued from one of them.
+    assert killed["killed_at_step"] >= 16 and killed["continued_from_step"] % 8 == 0
+    assert killed["continued_from_step"] >= killed["killed_at_step"]
+    assert killed["same_weights"] and killed["value"] == killed["reference_value"]

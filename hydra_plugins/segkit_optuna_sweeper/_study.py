@@ -85,7 +85,7 @@ class SweepWorker:
             load_if_exists=True,
         )
         self.storage = self.study._storage
-        self.ask_lock = JournalFileOpenLock(str(self.shared / "ask.lock"))
+        self.ask_lock = JournalFileOpenLock(str(self.shared / "ask"))  # the file ask.lock
 
     def run(self) -> list[Sequence[JobReturn]]:
         done = sum(t.state in FINISHED for t in self.study.get_trials(deepcopy=False))

@@ -6,7 +6,7 @@ study, stored by default in ``<sweep dir>/optuna.journal`` (Optuna's JournalStor
 ``hydra.sweeper.n_jobs=N`` starts N workers on this machine, and ``<sweep dir>/worker.sh`` adds
 one from anywhere (a SLURM array), at any time. Trials that fail, return NaN or are pruned are
 recorded so and the study goes on; a trial whose worker was killed or preempted is continued
-from its own checkpoint by the next worker. Needs ``optuna>=3``, imported only when a sweep runs
+from its own checkpoint by the next worker. Needs ``optuna>=4``, imported only when a sweep runs
 (Hydra imports this module in every application, to find its plugins).
 
 Example (``app.py`` is any ``@hydra.main`` application that returns a number)::

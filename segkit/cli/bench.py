@@ -12,6 +12,7 @@ Examples::
     segkit-bench learning --learning-seconds 120       # defaults vs a hand-written loop, 4 data sets
     segkit-bench large --large-sizes 4096 16384        # segkit-predict on slides: peak memory, TIFF and OME-Zarr
     segkit-bench objects --objects-seconds 240         # nuclei counted: segkit vs Otsu + watershed
+    segkit-bench sweep --sweep-parts schedules pruning killed   # Optuna workers: busy fraction, pruning
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segkit.benchmarks.dense_patch import measure_dense_patch
-from segkit.cli import bench_microscopy
+from segkit.cli import bench_microscopy, bench_sweeps
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.learning import SET_NAMES, measure_learning
 from segkit.benchmarks.predict_memory import measure_predict_memory
@@ -154,7 +155,7 @@ def _learning(args: argparse.Namespace, console: Console) -> dict[str, object]:
 
 
 BENCHMARKS = {"throughput": _throughput, "fcn": _fcn, "dense": _dense, "memory": _memory, "learning": _learning,
-              "large": bench_microscopy.large, "objects": bench_microscopy.objects}
+              "large": bench_microscopy.large, "objects": bench_microscopy.objects, "sweep": bench_sweeps.sweep}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"of: {', '.join(SET_NAMES)}")
     learning.add_argument("--learning-dir", type=Path, help="where data and runs go (default: a new temporary folder)")
     bench_microscopy.add_arguments(parser)
+    bench_sweeps.add_arguments(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (fcn)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser

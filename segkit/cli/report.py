@@ -8,7 +8,9 @@ Examples::
 
 Writes ``report.csv``, ``report_by_config.csv``, ``report.md``, ``score_by_config.png`` and
 ``per_class_iou.png`` into the directory holding the first run found (a multirun directory
-itself, or the first run directory's parent), or into ``--out``. ``--paired`` writes
+itself, or the first run directory's parent), or into ``--out``. A sweep directory holding an
+Optuna study (``hparams_search=optuna``) adds ``study_trials.csv``, ``study_progress.png`` and a
+study section to ``report.md`` (:mod:`segkit.report.study`). ``--paired`` writes
 ``paired.md`` and ``paired.json`` into the directory holding A's evaluation directory, or
 ``--out``. Each file is replaced atomically. Exit status: 0, or 2 for a usage error or when no
 run was found (one line).
@@ -21,10 +23,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segkit.atomic import atomic_path
 from segkit.cli.flags import FlagParser
 from segkit.errors import SegkitError, shown
+
+if TYPE_CHECKING:
+    from segkit.report.study import StudyInfo
 
 PROGRAM = "segkit-report"
 SCORE_FIGURE = "score_by_config.png"
@@ -49,6 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                f"  {PROGRAM} --paired logs/eval/runs/<A> logs/eval/runs/<B>   # is B better than A?\n\n"
                "PATH: a run directory (with metrics.json), or a directory of them (a multirun directory's\n"
                "numbered jobs, or logs/train/runs/); runs without metrics.json are listed as skipped.\n"
+               "A sweep directory holding an Optuna study (hparams_search=optuna) adds study_trials.csv,\n"
+               "study_progress.png and the study's section in report.md.\n"
                "--paired A B: segkit-eval output directories holding per_image_confusion.npz (or the\n"
                "file itself, or a run directory with exactly one eval*/ directory holding it).\n\n"
                "exit status: 0 ok, 2 usage error or no run found",
@@ -81,17 +89,39 @@ def check_out(out: Path | None) -> None:
             return
 
 
+def studies(paths: Sequence[Path]) -> list[tuple[Path, StudyInfo]]:
+    """The Optuna study of each sweep directory among ``paths`` (read before anything is written),
+    as ``(sweep dir, StudyInfo)``; a sweep whose study needs a missing optuna is listed as skipped."""
+    from segkit.report.study import OptunaMissing, find_storage, read_study
+    from segkit.training.run_dir import RunDirectory
+
+    found = []
+    for path in map(Path, paths):
+        if not path.is_dir() or RunDirectory(path).is_run():
+            continue
+        try:
+            url = find_storage(path)
+        except OptunaMissing as missing:
+            print(f"skipped the study of {path}: {missing}")
+            continue
+        if url is not None:
+            found.append((path, read_study(path, url)))
+    return found
+
+
 def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True) -> list[Path]:
-    """Write the report of the runs under ``paths``; return the files written."""
+    """Write the report of the runs under ``paths`` (and of a sweep's Optuna study); return the files written."""
     from segkit.report import tables
     from segkit.report.runs import find_runs, group_configs, swept_keys
+    from segkit.report.study import summary, write_study
 
     runs, skipped = find_runs(paths)
     for item in skipped:
         print(f"skipped {item.path}: {item.reason}")
-    if not runs:
+    swept_studies = studies(paths)
+    if not runs and not swept_studies:
         raise SegkitError(f"no run with metrics.json found in {', '.join(map(str, paths))}")
-    out_dir = Path(out) if out is not None else runs[0].path.parent
+    out_dir = Path(out) if out is not None else runs[0].path.parent if runs else swept_studies[0][0]
     out_dir.mkdir(parents=True, exist_ok=True)
     swept = swept_keys(runs)
     configs = group_configs(runs, swept)
@@ -99,14 +129,21 @@ def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True)
         tables.write_csv(out_dir / "report.csv", *tables.run_table(runs, swept)),
         tables.write_csv(out_dir / "report_by_config.csv", *tables.config_table(configs, swept)),
     ]
-    if figures:
+    if figures and runs:
         from segkit.report import figures as draw
 
         written.append(draw.score_by_config(configs, tables.ranking_score(runs), out_dir / SCORE_FIGURE))
         heatmap = draw.per_class_iou([run for c in tables.rank_configs(configs, tables.ranking_score(runs))
                                       for run in c.runs], swept, out_dir / CLASS_FIGURE)
         written += [heatmap] if heatmap else []
-    markdown = tables.report_markdown(configs, swept, out_dir, [p.name for p in written if p.suffix == ".png"], skipped)
+    run_figures = [p.name for p in written if p.suffix == ".png"]
+    sections = []
+    for sweep_dir, study in swept_studies:  # files of a second study are named after its sweep
+        files, section = write_study(study, out_dir, figures, "" if len(swept_studies) == 1 else f"_{sweep_dir.name}")
+        written += files
+        sections.append(section)
+        print(summary(study))
+    markdown = tables.report_markdown(configs, swept, out_dir, run_figures, skipped, sections)
     written.append(tables.write_text(out_dir / "report.md", markdown))
     print(f"{len(runs)} runs, {len(configs)} configurations; swept: {', '.join(swept) or 'nothing'}")
     return written

@@ -4,6 +4,8 @@ renderer: no pyplot, no global backend or style change, nothing left open.
 ``score_by_config.png``: each configuration's runs (one dot per seed), their min-max bar and
 mean, best configuration on top. ``per_class_iou.png``: per-class IoU of every run (test split
 when a run logged one, else val), blank where a class was absent, with a colour bar.
+``study_progress.png``: a sweep's Optuna study, best value so far against compute, and every
+trial's intermediate values against step.
 
 Example:
     >>> import tempfile
@@ -26,9 +28,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from segkit.atomic import atomic_path
 from segkit.report.runs import Config, Run
+from segkit.report.study import FINISHED, StudyInfo, best_so_far
 from segkit.report.tables import rank_configs
 
 DPI = 120
@@ -122,3 +126,56 @@ def per_class_iou(runs: Sequence[Run], swept: Sequence[str], path: Path) -> Path
 
 def _value(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def study_progress(study: StudyInfo, path: Path) -> Path:
+    """Left: the best value so far against the compute spent (trials in completion order; completed
+    trials as dots, pruned and failed ones as ticks along the bottom). Right: each trial's
+    intermediate values against the global step, a pruned trial ending in an x, the best one thick."""
+    single = len(study.directions) == 1
+    points = best_so_far(study.trials, study.directions[0]) if single else []
+    hours = bool(points) and points[-1].compute > 3 * 3600
+    scale, unit = (3600, "h") if hours else (60, "min")
+    figure = Figure(figsize=(12, 4.5))
+    left, right = figure.subplots(1, 2)
+    curve = [(p.compute / scale, p.best) for p in points if p.best is not None]
+    if curve:
+        left.step(*zip(*curve), where="post", color="tab:red", label="best so far")
+    done = [(p.compute / scale, p.trial.value) for p in points if p.trial.state == "COMPLETE" and p.trial.value is not None]
+    if done:
+        left.scatter(*zip(*done), s=22, color="tab:blue", zorder=3, label="completed trial")
+    for state, marker, colour, label in (("PRUNED", "x", "tab:orange", "pruned trial"), ("FAIL", "|", "tab:gray", "failed trial")):
+        xs = [p.compute / scale for p in points if p.trial.state == state]
+        if xs:  # x in data, y in axes fractions: along the bottom
+            left.scatter(xs, [0.03] * len(xs), transform=left.get_xaxis_transform(), marker=marker, color=colour,
+                         zorder=3, label=label)
+    left.set_xlim(left=0)
+    left.set_xlabel(f"compute spent ({unit}), trials in completion order")
+    left.set_ylabel(f"objective ({study.directions[0]})" if single else "objective")
+    left.set_title("best value so far" if single else "multi-objective: no single best")
+    best = study.best
+    colours = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "RUNNING": "tab:green"}
+    for trial in study.trials:
+        if not trial.intermediate:
+            continue
+        steps, values = zip(*trial.intermediate.items())
+        thick = best is not None and trial.number == best.number
+        right.plot(steps, values, color=colours.get(trial.state, "tab:gray"), linewidth=2.5 if thick else 1.0,
+                   alpha=1.0 if thick else 0.6, marker=".", linestyle="-" if trial.state in FINISHED else "--")
+        if trial.state == "PRUNED":
+            right.plot(steps[-1:], values[-1:], marker="x", color="tab:orange", markersize=8, linestyle="none")
+    handles = [Line2D([], [], color=c, marker="x" if s == "PRUNED" else ".", linestyle="--" if s == "RUNNING" else "-",
+                      label=s.lower()) for s, c in colours.items() if any(t.state == s and t.intermediate for t in study.trials)]
+    right.set_xlabel("global step")
+    right.set_ylabel("reported value (val/mIoU)")
+    right.set_title("intermediate values (thick: the best trial)")
+    for ax, legend, empty in ((left, bool(points), "no trial finished yet"), (right, bool(handles), "no value reported yet")):
+        ax.grid(alpha=0.3)
+        if not legend:
+            ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center")
+    if points:
+        left.legend(loc="best", fontsize="small")
+    if handles:
+        right.legend(handles=handles, loc="best", fontsize="small")
+    figure.suptitle(f"Optuna study {study.name!r}: {len(study.trials)} trials")
+    return _save(figure, path)

@@ -156,8 +156,9 @@ def _run_name(run: Run, out_dir: Path) -> str:
 
 
 def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Path,
-                    figures: Sequence[str] = (), skipped: Sequence[Skipped] = ()) -> str:
-    """``report.md``: configurations best first (mean ± std (min–max) over seeds), every run, figures, skipped."""
+                    figures: Sequence[str] = (), skipped: Sequence[Skipped] = (), sections: Sequence[str] = ()) -> str:
+    """``report.md``: ``sections`` (a sweep's Optuna study), then configurations best first (mean ± std
+    (min–max) over seeds), every run, figures, skipped."""
     runs = [run for config in configs for run in config.runs]
     score = ranking_score(runs)
     ranked = rank_configs(configs, score)
@@ -174,6 +175,7 @@ def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Pa
         (f"{len(runs)} runs in {len(configs)} configurations; swept: {', '.join(swept) or 'nothing'}. "
          f"Configurations ranked by mean `{score}`; cells are mean ± sample std (min–max) over the "
          f"configuration's runs (seeds: {', '.join(SEED_KEYS)}). Exact values: `report.csv`, `report_by_config.csv`."), "",
+        *sections,
         "## Configurations, best first", "",
         markdown_table(["#", *keys, "n", *scores], config_rows), "",
         "## Runs", "",

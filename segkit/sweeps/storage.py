@@ -54,8 +54,9 @@ def open_storage(url: str | None) -> BaseStorage | None:
         return optuna.storages.get_storage(url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The lock is a file beside the journal; a lock left by a killed process is broken after 30 s.
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(f"{path}.lock")))
+    # The lock is <journal>.lock, created exclusively (the name Optuna's default lock and
+    # optuna-dashboard use too); one left by a killed process is broken after 30 s.
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
 def open_study(name: str, url: str | None, *, direction: str | None = None, sampler: Any = None,
