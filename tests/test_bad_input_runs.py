@@ -76,6 +76,19 @@ def test_auto_resume_of_a_run_directory_with_another_config_is_refused(run_dir: 
                                   key, "hydra.run.dir", "ckpt_path=null")
 
 
+def test_a_run_made_before_a_data_key_existed_resumes_while_that_key_stays_null() -> None:
+    # data.folds and data.fold came later; older runs' saved configs lack them.
+    from omegaconf import OmegaConf
+
+    from segkit.training.run_dir_guard import first_difference
+
+    saved = OmegaConf.create({"seed": 1, "data": {"root": "d"}, "model": {"lr": 0.1}})
+    same = OmegaConf.create({"seed": 1, "data": {"root": "d", "folds": None, "fold": None}, "model": {"lr": 0.1}})
+    assert first_difference(saved, same) is None
+    folded = OmegaConf.create({"seed": 1, "data": {"root": "d", "folds": 5, "fold": None}, "model": {"lr": 0.1}})
+    assert first_difference(saved, folded) == ("data.folds", None, 5)
+
+
 def test_auto_resume_with_other_loader_workers_or_logging_is_accepted(run_dir: Path) -> None:
     # How data is loaded and what is logged are not what defines a run.
     argv = [*RUN, "data.num_workers=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"]

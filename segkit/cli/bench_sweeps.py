@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sweep-dir", type=Path, help="where the sweeps go (default: a new temporary folder)")
 
 
+def right_aligned(title: str, *columns: str) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
 def sweep(args: argparse.Namespace, console: Console) -> dict[str, object]:
     directory = args.sweep_dir or Path(tempfile.mkdtemp(prefix="segkit-sweep-"))
     console.print(f"sweep: segkit-train -m hparams_search=optuna, one CPU thread per worker; work in {directory}")
@@ -28,9 +35,8 @@ def sweep(args: argparse.Namespace, console: Console) -> dict[str, object]:
     if "schedules" in args.sweep_parts:
         with console.status("sweep: 8 trials of 20-200 steps on 2 workers, async then batch"):
             runs = measure_schedules(directory)
-        table = Table(title="2 workers, 8 trials of uneven length (trainer.max_steps 20..200)")
-        for column in ("schedule", "wall s", "trial s", "worker s", "busy fraction"):
-            table.add_column(column, justify="right")
+        table = right_aligned("2 workers, 8 trials of uneven length (trainer.max_steps 20..200)",
+                              "schedule", "wall s", "trial s", "worker s", "busy fraction")
         for run in runs:
             table.add_row(run.schedule, f"{run.wall_s:.1f}", f"{run.trial_s:.1f}", f"{run.worker_s:.1f}",
                           f"{run.busy_fraction:.3f}")
@@ -40,9 +46,8 @@ def sweep(args: argparse.Namespace, console: Console) -> dict[str, object]:
     if "pruning" in args.sweep_parts:
         with console.status("sweep: 16 trials with and without the median pruner"):
             runs = measure_pruning(directory)
-        table = Table(title="One worker, 16 random-sampled trials of 160 steps, without and with pruning")
-        for column in ("pruner", "pruned", "best val/mIoU", "compute s", "compute s to the unpruned best"):
-            table.add_column(column, justify="right")
+        table = right_aligned("One worker, 16 random-sampled trials of 160 steps, without and with pruning",
+                              "pruner", "pruned", "best val/mIoU", "compute s", "compute s to the unpruned best")
         for run in runs:
             reached = "not reached" if run.to_target_s is None else f"{run.to_target_s:.1f}"
             table.add_row(run.pruner, str(run.pruned), f"{run.best:.4f}", f"{run.compute_s:.1f}", reached)

@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """
     parser = FlagParser(
         prog=PROGRAM, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Compare finished segkit-train runs: one table row per run, seeds aggregated per "
+        description="Compare finished segkit-train runs: one table row per run, seeds and folds aggregated per "
                     "configuration, figures. With --paired, compare two segkit-eval results of the same "
                     "images with a paired bootstrap.",
         epilog=f"examples:\n  {PROGRAM} logs/train/multiruns/<time>            # a sweep: its numbered job dirs\n"

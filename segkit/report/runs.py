@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,11 @@ from typing import Any
 
 from segkit.training.run_dir import RECORD_NAME, RunDirectory
 
-# Override keys that only re-draw a run: runs differing only in these form one configuration.
-SEED_KEYS = ("seed", "data.seed")
+# Override keys that repeat a configuration: seeds re-draw a run, folds re-split its data
+# (k-fold cross-validation, segkit.data.folds). Runs differing only in these form one configuration.
+RESEED_KEYS = ("seed", "data.seed")
+FOLD_KEYS = ("data.fold", "data.base.fold")
+REPEAT_KEYS = RESEED_KEYS + FOLD_KEYS
 
 Settings = tuple[tuple[str, "str | None"], ...]
 
@@ -57,20 +61,40 @@ class Skipped:
 
 @dataclass
 class Config:
-    """Runs that differ only in their seed keys (:data:`SEED_KEYS`)."""
+    """Runs that differ only in their seeds and folds (:data:`REPEAT_KEYS`)."""
 
     settings: Settings
     runs: list[Run] = field(default_factory=list)
 
     @property
+    def repeats(self) -> str:
+        """How many runs the configuration averages: ``3 folds × 2 seeds``, ``3 seeds``, ``1 run``;
+        ``5 runs (3 folds, 2 seeds)`` when they are not every fold with every seed.
+
+        Example:
+            >>> runs = [Run(Path(f"{f}{s}"), {}, {"data.fold": f, "seed": s}) for f in "012" for s in "12"]
+            >>> Config((), runs).repeats, Config((), runs[:5]).repeats, Config((), runs[:1]).repeats
+            ('3 folds × 2 seeds', '5 runs (3 folds, 2 seeds)', '1 run')
+        """
+        counts = [(len({tuple(run.overrides.get(key) for key in keys) for run in self.runs}), what)
+                  for keys, what in ((FOLD_KEYS, "fold"), (RESEED_KEYS, "seed"))]
+        varied = [f"{count} {what}s" for count, what in counts if count > 1]
+        if not varied or math.prod(count for count, _ in counts) != len(self.runs):
+            runs = f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"
+            return f"{runs} ({', '.join(varied)})" if varied else runs
+        return " × ".join(varied)
+
+    @property
     def label(self) -> str:
-        """``key=value`` of each swept setting, ``all runs`` when nothing but seeds was swept.
+        """``key=value`` of each swept setting (``all runs`` when nothing but seeds and folds was
+        swept), then :attr:`repeats` when it averages several runs.
 
         Example:
             >>> Config((("model", "fcn8s"), ("lr", None))).label
             'model=fcn8s lr=-'
         """
-        return " ".join(f"{key}={'-' if value is None else value}" for key, value in self.settings) or "all runs"
+        settings = " ".join(f"{key}={'-' if value is None else value}" for key, value in self.settings) or "all runs"
+        return f"{settings} ({self.repeats})" if len(self.runs) > 1 else settings
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
@@ -183,14 +207,14 @@ def swept_keys(runs: Sequence[Run]) -> list[str]:
 
 
 def group_configs(runs: Sequence[Run], swept: Sequence[str]) -> list[Config]:
-    """Runs grouped by their swept non-seed settings, configurations in first-seen order.
+    """Runs grouped by their swept settings other than seeds and folds, configurations in first-seen order.
 
     Example:
         >>> runs = [Run(Path(str(i)), {}, {"w": w, "seed": s}) for i, (w, s) in enumerate(["81", "82", "41"])]
         >>> [(c.label, len(c.runs)) for c in group_configs(runs, ["w", "seed"])]
-        [('w=8', 2), ('w=4', 1)]
+        [('w=8 (2 seeds)', 2), ('w=4', 1)]
     """
-    keys = [key for key in swept if key not in SEED_KEYS]
+    keys = [key for key in swept if key not in REPEAT_KEYS]
     configs: dict[Settings, Config] = {}
     for run in runs:
         settings = tuple((key, run.overrides.get(key)) for key in keys)

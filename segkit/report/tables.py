@@ -1,5 +1,5 @@
-"""The report's tables: ``report.csv`` (one row per run), ``report_by_config.csv`` (seeds
-aggregated) and ``report.md`` (both, best configuration first, and the figures).
+"""The report's tables: ``report.csv`` (one row per run), ``report_by_config.csv`` (seeds and
+folds aggregated) and ``report.md`` (both, best configuration first, and the figures).
 
 CSV cells hold the values exactly as each run's ``metrics.json`` has them (no rounding; a value
 a run did not log is empty); ``report.md`` rounds scores to 4 decimals.
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from segkit.atomic import atomic_path
-from segkit.report.runs import SEED_KEYS, Config, Run, Skipped
+from segkit.report.runs import REPEAT_KEYS, Config, Run, Skipped
 
 # report.csv's columns after run_dir and the swept keys; "parameters" is parameters.total.
 RUN_COLUMNS = ("val/mIoU_best", "val/mIoU", "test/mIoU", "test/mDice", "wall_time_s", "global_step", "parameters")
-# The scores aggregated over a configuration's seeds in report_by_config.csv.
+# The scores aggregated over a configuration's seeds and folds in report_by_config.csv.
 CONFIG_SCORES = ("val/mIoU_best", "test/mIoU", "test/mDice")
 STATS = ("mean", "std", "min", "max")
 _MD_FORMATS = {"wall_time_s": "{:.1f}", "global_step": "{}", "parameters": "{}", "n": "{}"}
@@ -91,7 +91,7 @@ def run_table(runs: Sequence[Run], swept: Sequence[str]) -> tuple[list[str], lis
 
 def config_table(configs: Sequence[Config], swept: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
     """``report_by_config.csv``: the swept non-seed keys, ``n``, then ``<score>_<stat>``."""
-    keys = [key for key in swept if key not in SEED_KEYS]
+    keys = [key for key in swept if key not in REPEAT_KEYS]
     header = [*keys, "n", *(f"{score}_{stat}" for score in CONFIG_SCORES for stat in STATS)]
     rows = []
     for config in configs:
@@ -162,7 +162,7 @@ def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Pa
     runs = [run for config in configs for run in config.runs]
     score = ranking_score(runs)
     ranked = rank_configs(configs, score)
-    keys = [key for key in swept if key not in SEED_KEYS]
+    keys = [key for key in swept if key not in REPEAT_KEYS]
     scores = [score, *(s for s in CONFIG_SCORES if s != score)]
     config_rows = [[str(rank), *(cell(v) for _, v in config.settings), str(len(config.runs)),
                     *(_spread(summarize([run.get(s) for run in config.runs])) for s in scores)]
@@ -174,7 +174,7 @@ def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Pa
         "# segkit report", "",
         (f"{len(runs)} runs in {len(configs)} configurations; swept: {', '.join(swept) or 'nothing'}. "
          f"Configurations ranked by mean `{score}`; cells are mean ± sample std (min–max) over the "
-         f"configuration's runs (seeds: {', '.join(SEED_KEYS)}). Exact values: `report.csv`, `report_by_config.csv`."), "",
+         f"configuration's runs (seeds and folds: {', '.join(REPEAT_KEYS)}). Exact values: `report.csv`, `report_by_config.csv`."), "",
         *sections,
         "## Configurations, best first", "",
         markdown_table(["#", *keys, "n", *scores], config_rows), "",

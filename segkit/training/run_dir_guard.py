@@ -67,8 +67,11 @@ def first_difference(saved: DictConfig, new: DictConfig) -> tuple[str, Any, Any]
     """``(key, saved value, new value)`` of the first key that defines the run and differs."""
     before, after = defining_values(saved), defining_values(new)
     for key in sorted(before.keys() | after.keys()):
-        if before.get(key, "<unset>") != after.get(key, "<unset>"):
-            return key, before.get(key, "<unset>"), after.get(key, "<unset>")
+        # Unset reads as null: a key a later segkit added with a null default (data.folds) leaves
+        # a run made before it resumable.
+        old, now = before.get(key), after.get(key)
+        if old != now:
+            return key, old, now
     return None
 
 

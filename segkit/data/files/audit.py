@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.modules.folder import auto_crop_size
+from segkit.data.files.crops import auto_crop_size
 from segkit.data.files.folder_index import SPLITS, check_root, find_pairs
 from segkit.data.files.masks import MaskDecoder
 from segkit.data.files.preflight import PairFacts, PreflightCache, collect_facts

@@ -16,6 +16,10 @@ Validation (``validate``), so that no bad file is met after hours of training:
 - ``lazy``: nothing but pairing at setup (millions of files, slow network storage).
 
 Every problem is a one-line :class:`SegkitError` naming the file and the fix.
+
+Cross-validation (``folds=K``, ``fold=k``; :mod:`segkit.data.folds`): the pool, ``train/`` and
+``val/`` (``train/`` alone when there is no ``test/``, since test then reads ``val/``), is divided
+into K parts by image path and classes; fold k validates on part k and trains on the others.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from segkit.data.base import SegmentationDataModule, check_normalization, whole_number
+from segkit.data.folds import check_fold_settings, fold_split, read_present_classes
+from segkit.data.files.crops import auto_crop_size, check_crop_size
 from segkit.data.files.folder_index import check_headers, check_root, find_pairs, read_classes
 from segkit.data.files.intensity import IntensityScaling
 from segkit.data.files.large import is_large
 from segkit.data.files.masks import MaskDecoder
+from segkit.data.files.readers import read_pixels
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.files.pairs import PairDataset
 from segkit.data.files.preflight import (
@@ -54,45 +62,9 @@ TRAP_SAMPLE = 8
 # keep_decoded=auto keeps a split's decoded arrays when they take at most this much in all
 # loader processes together: the generated user data sets take 10-80 MiB.
 KEEP_DECODED_LIMIT_BYTES = 1 << 30
-
-
-def auto_crop_size(sizes: Sequence[tuple[int, int]], largest: int = 128, multiple: int = 16) -> int:
-    """A training crop that suits the images: the 25th percentile of their short sides,
-    rounded down to a multiple of ``multiple`` (default 16: suits nets of up to four poolings),
-    then kept between 32 and ``largest``.
-
-    Crops larger than most images would be mostly ignore padding. ``largest`` keeps steps short
-    and many in a time budget: with 176-px crops of ~190-px nuclei images a 2-minute CPU budget
-    took 285 steps and scored 0.975; with 128-px crops, 559 steps and 0.981 (EM-like sections:
-    0.905 and 0.912; docs/learning.md). Give a larger ``data.crop_size`` for more context a step,
-    e.g. on a GPU.
-
-    Example:
-        >>> auto_crop_size([(90, 120), (150, 169), (100, 210), (220, 96)])
-        96
-    """
-    shorts = sorted(min(height, width) for height, width in sizes)
-    quartile = shorts[len(shorts) // 4]
-    return max(32, min(largest, quartile // multiple * multiple))
-
-
-def check_crop_size(crop_size: object) -> None:
-    """Refuse a ``data.crop_size`` other than ``auto``, ``null`` or a size of 1 px or more.
-
-    Example:
-        >>> check_crop_size(0)
-        Traceback (most recent call last):
-        ...
-        segkit.errors.SegkitError: data.crop_size=0: use a size in pixels, 1 or more (e.g. 256), auto ...
-    """
-    if crop_size is None or crop_size == "auto":
-        return
-    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
-        shown_value = repr(crop_size) if isinstance(crop_size, str) else crop_size
-        raise SegkitError(
-            f"data.crop_size={shown_value}: use a size in pixels, 1 or more (e.g. 256), auto (from the training "
-            "images' sizes), or null (whole images, with data.batch_size=1)"
-        )
+Sizes = list[tuple[int, int]]
+# What the checks of one folder found: its images' sizes (None: not read) and the facts of the pairs decoded.
+Checked = tuple[Sizes | None, dict[Pair, PairFacts]]
 
 
 class FolderDataModule(SegmentationDataModule):
@@ -149,6 +121,8 @@ class FolderDataModule(SegmentationDataModule):
         std: Sequence[float] | None = None,
         validate: str = "full",
         keep_decoded: bool | str = "auto",
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         whole_number("num_classes", num_classes, 2, "classes")
@@ -188,6 +162,7 @@ class FolderDataModule(SegmentationDataModule):
         self.std = list(default_std if std is None else std)
         check_normalization(self.mean, self.std, in_channels)
         self.keep_decoded = keep_decoded
+        self.folds, self.fold = folds, check_fold_settings(folds, fold)
         self._sets: dict[str, PairDataset] = {}
 
     @property
@@ -220,8 +195,8 @@ class FolderDataModule(SegmentationDataModule):
         pixels = sum(height * width for height, width in sizes)
         return pixels * bytes_per_pixel * max(1, self.num_workers) <= KEEP_DECODED_LIMIT_BYTES
 
-    def _check(self, name: str, pairs: list[Pair]) -> list[tuple[int, int]] | None:
-        """Run the ``validate`` checks on one split; the image sizes where they were read."""
+    def _check(self, name: str, pairs: list[Pair]) -> Checked:
+        """Run the ``validate`` checks on one split (see :data:`Checked`)."""
         cache = PreflightCache({"root": str(self.root), "in_channels": self.in_channels, "decoder": repr(self.decoder)})
         if self.validate == "full":
             # Slides too large to decode whole are checked by their headers (and read crop by crop).
@@ -233,13 +208,13 @@ class FolderDataModule(SegmentationDataModule):
             check_binary_trap(small, facts, self.decoder)
             sizes = dict(zip(small, [(fact.height, fact.width) for fact in facts]))
             sizes.update({pair: (header.height, header.width) for pair, header in zip(large, check_headers(list(large)))})
-            return [sizes[pair] for pair in pairs]
+            return [sizes[pair] for pair in pairs], dict(zip(small, facts))
         # A bad file among the sample is left for the loader to report, as this mode promises.
         sample = [(pair, facts) for pair in pairs[:TRAP_SAMPLE] if (facts := self._facts_or_none(pair)) is not None]
         check_binary_trap([pair for pair, _ in sample], [facts for _, facts in sample], self.decoder)
         if self.validate == "header":
-            return [(header.height, header.width) for header in check_headers(pairs)]
-        return None
+            return [(header.height, header.width) for header in check_headers(pairs)], dict(sample)
+        return None, dict(sample)
 
     def audit_command(self) -> str:
         """The ``segkit-data`` command that checks the files as this module does and lists every bad one."""
@@ -256,24 +231,63 @@ class FolderDataModule(SegmentationDataModule):
         except SegkitError:
             return None
 
+    def _sources(self, has_test: bool) -> dict[str, list[str]]:
+        """The folders each set is read from (none: test reuses val). With folds, train and val are
+        parts of the pool, which leaves out whatever test reads."""
+        if self.folds is None:
+            return {"train": ["train"], "val": ["val"], "test": ["test"] if has_test else []}
+        pool = ["train", "val"] if has_test else ["train"]
+        return {"train": pool, "val": pool, "test": ["test"] if has_test else ["val"]}
+
     def setup(self, stage: str | None = None) -> None:
         check_root(self.root)
-        has_test = (self.root / "test").exists()
+        sources = self._sources((self.root / "test").exists())
         names = ["train", "val"] if stage in (None, "fit") else ["val"]
-        if stage in (None, "test") and has_test:
-            names.append("test")
-        # Pairing of every split first (listings only), then the slower checks.
-        pairs = {name: find_pairs(self.root, name) for name in names if name not in self._sets}
-        for name, split_pairs in pairs.items():
-            sizes = self._check(name, split_pairs)
+        names += ["test"] if stage in (None, "test") and sources["test"] else []
+        wanted = [name for name in names if name not in self._sets]
+        # Pairing of every folder first (listings only), then the slower checks.
+        listed = {split: find_pairs(self.root, split) for name in wanted for split in sources[name]}
+        checked = {split: self._check(split, pairs) for split, pairs in listed.items()}
+        if self.folds is not None and {"train", "val"} & set(wanted):
+            self._fold_sets(sources["train"], listed, checked)
+        for name in (name for name in wanted if name not in self._sets):
+            split_pairs, (sizes, _) = listed[sources[name][0]], checked[sources[name][0]]
             if name == "train" and self.crop_size == "auto":
-                self.crop_size = auto_crop_size(
-                    sizes or [(header.height, header.width) for header in check_headers(split_pairs[:64])])
+                self._auto_crop(split_pairs, sizes)
             self._sets[name] = self.make_split(name, split_pairs, sizes)
         if "train" in self._sets:
             self.train_set = self._sets["train"]
         self.val_set = self._sets["val"]
-        self.test_set = self._sets.get("test", self.val_set)
+        self.test_set = self._sets.get("test", self.val_set)  # val: until setup("test"), or for good
+
+    def _auto_crop(self, pairs: list[Pair], sizes: Sizes | None) -> None:
+        sizes = sizes or [(header.height, header.width) for header in check_headers(pairs[:64])]
+        self.crop_size = auto_crop_size(sizes)
+
+    def _fold_sets(self, pool: list[str], listed: dict[str, list[Pair]], checked: dict[str, Checked]) -> None:
+        """Fold ``self.fold``'s train and val sets from the pool's folders, stratified by the classes
+        each mask holds (from the checks' facts, else read once here)."""
+        pairs = [pair for split in pool for pair in listed[split]]
+        known = [checked[split][0] for split in pool]
+        sizes = None if None in known else [size for part in known for size in part or []]
+        facts = {pair: fact for split in pool for pair, fact in checked[split][1].items()}
+        unread = [pair for pair in pairs if pair not in facts]
+        read = dict(zip(unread, read_present_classes(unread, self._mask_classes, self.ignore_index)))
+        classes = [read[pair] if pair in read else
+                   frozenset(c for c, count in enumerate(facts[pair].class_counts) if count) for pair in pairs]
+        names = [pair[0].relative_to(self.root).as_posix() for pair in pairs]
+        where = " + ".join(f"{split}/" for split in pool) + f" of {shown(self.root)}"
+        parts = fold_split(names, classes, self.folds, self.fold, where)  # type: ignore[arg-type]
+        if self.crop_size == "auto":  # from the whole pool: one crop size for every fold
+            self._auto_crop(pairs, sizes)
+        for name, part in zip(("train", "val"), parts):
+            self._sets[name] = self.make_split(name, [pairs[i] for i in part],
+                                               None if sizes is None else [sizes[i] for i in part])
+
+    def _mask_classes(self, pair: Pair) -> np.ndarray:
+        """The decoded class mask of ``pair`` (as the loader decodes it)."""
+        raw, _ = read_pixels(pair[1], palette_as_indices=self.mask_type != "colors", check_finite=False)
+        return self.decoder(raw, pair[1])[0]
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set, batch_size=1)

@@ -5,6 +5,8 @@ The challenge (https://imagej.net/events/isbi-2012-segmentation-challenge) ships
 ``train-labels.tif`` (same pages; 0 = membrane, 255 = cell interior). Its test volume's labels
 are secret (the evaluation server scores submissions), so segkit holds out some training
 slices (``val_slices``, by default the last 3) and uses them for both validation and test.
+With ``folds=K`` those slices are the test slices only, and fold ``fold`` validates on a K-th of
+the other slices (:mod:`segkit.data.folds`) and trains on the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
 from torchvision import tv_tensors
 
+from segkit.data.folds import check_fold_settings, fold_split, present_classes
 from segkit.data.modules.em import EM_MEAN, EM_STD, MembraneDataModule
 from segkit.data.samples import SampleDataset
 from segkit.errors import SegkitError
@@ -128,10 +131,13 @@ class ISBI2012DataModule(MembraneDataModule):
         mean: Sequence[float] = EM_MEAN,
         std: Sequence[float] = EM_STD,
         em_scores: bool = True,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, augment, elastic, mean, std, em_scores)
         self.root = root
         self.val_slices = None if val_slices is None else [int(i) for i in val_slices]
+        self.folds, self.fold = folds, check_fold_settings(folds, fold)
 
     def split_indices(self, num_slices: int) -> tuple[list[int], list[int]]:
         """``(train, val)`` slice indices of a stack of ``num_slices``; val defaults to the last 3."""
@@ -155,7 +161,15 @@ class ISBI2012DataModule(MembraneDataModule):
     def setup(self, stage: str | None = None) -> None:
         images, masks = load_isbi_stack(self.root)
         train, val = self.split_indices(len(images))
+        test = val  # the official test labels are secret: test reuses the held-out slices
+        if self.folds is not None:
+            names = [f"slice_{index:05d}" for index in train]
+            classes = [present_classes(masks[index], self.ignore_index) for index in train]
+            where = f"the training slices of {self.root} (those not in data.val_slices)"
+            kept, held = fold_split(names, classes, self.folds, self.fold, where)
+            train, val = [train[i] for i in kept], [train[i] for i in held]
         self.train_set = SliceDataset(images, masks, train, self.make_transform(True))
         self.val_set = SliceDataset(images, masks, val, self.make_transform(False))
-        # The official test labels are secret: test reuses the held-out val slices.
         self.test_set = self.val_set
+        if self.folds is not None:
+            self.test_set = SliceDataset(images, masks, test, self.make_transform(False))

@@ -4,6 +4,9 @@ The FCN paper validates on 'seg11valid': the 736 VOC2011 val images not in SBD's
 (list from the reference repo, ``data/pascal/seg11valid.txt``). Put that file in
 ``<root>/VOCdevkit/VOC2012/ImageSets/Segmentation/`` (or pass its path) and set
 ``val_split=seg11valid``; the ids are looked up in the VOC2012 tree, which contains VOC2011's.
+
+With ``folds=K``, fold ``fold`` validates on a K-th of ``train_split`` (less any ``val_split``
+image; :mod:`segkit.data.folds`) and trains on the rest; ``val_split`` is then the test split only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torchvision.datasets import VOCSegmentation
 from torchvision.transforms.v2 import functional as TF
 
 from segkit.data.base import SegmentationDataModule, check_normalization
+from segkit.data.folds import check_fold_settings, fold_split, read_present_classes
 from segkit.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from segkit.data.samples import SampleDataset
 from segkit.data.transforms import segmentation_transforms
@@ -34,14 +38,18 @@ VOC_CLASS_NAMES: tuple[str, ...] = (
 STANDARD_SPLITS = ("train", "trainval", "val")
 
 
+def read_mask(mask_path: str) -> np.ndarray:
+    """A VOC mask's class indices (int64; 255 = ignore)."""
+    with Image.open(mask_path) as mask:
+        # A palette ("P") PNG stores class indices; np.array reads the indices, not colours.
+        return np.array(mask, dtype=np.int64)
+
+
 def load_pair(image_path: str, mask_path: str) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """An RGB image and its class-index mask (a palette PNG's indices, 255 = ignore)."""
     with Image.open(image_path) as image:
         pixels = TF.pil_to_tensor(image.convert("RGB"))
-    with Image.open(mask_path) as mask:
-        # A palette ("P") PNG stores class indices; np.array reads the indices, not colours.
-        indices = torch.from_numpy(np.array(mask, dtype=np.int64))
-    return tv_tensors.Image(pixels), tv_tensors.Mask(indices)
+    return tv_tensors.Image(pixels), tv_tensors.Mask(torch.from_numpy(read_mask(mask_path)))
 
 
 class VOCSplit(SampleDataset):
@@ -127,6 +135,8 @@ class VOCDataModule(SegmentationDataModule):
         pin_memory: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         if batch_size > 1 and crop_size is None:
@@ -139,25 +149,42 @@ class VOCDataModule(SegmentationDataModule):
         self.crop_size = crop_size
         self.mean, self.std = list(mean), list(std)
         check_normalization(self.mean, self.std, self.in_channels)
+        self.folds, self.fold = folds, check_fold_settings(folds, fold)
 
     def prepare_data(self) -> None:
         if self.download:
             VOCSegmentation(self.root, year=self.year, image_set="train", download=True)
 
-    def make_split(self, split: str) -> VOCSplit:
+    def make_split(self, split: str, images: Sequence[str] | None = None,
+                   masks: Sequence[str] | None = None) -> VOCSplit:
+        """The ``train`` or ``val`` set: of ``images``/``masks``, else of the configured split's files."""
         train = split == "train"
         transform = segmentation_transforms(
             train, self.mean, self.std, hflip=True, crop_size=self.crop_size if train else None,
             ignore_index=self.ignore_index,
         )
-        images, masks = voc_file_lists(self.root, self.year, self.splits[split])
+        if images is None or masks is None:
+            images, masks = voc_file_lists(self.root, self.year, self.splits[split])
         return VOCSplit(images, masks, transform)
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit"):
-            self.train_set = self.make_split("train")
-        self.val_set = self.make_split("val")
-        self.test_set = self.val_set
+        if self.folds is None:
+            if stage in (None, "fit"):
+                self.train_set = self.make_split("train")
+            self.val_set = self.make_split("val")
+            self.test_set = self.val_set
+            return
+        test_images, test_masks = voc_file_lists(self.root, self.year, self.splits["val"])
+        tested = {Path(image).stem for image in test_images}
+        # The pool: train_split's images, less any of val_split (e.g. train_split=trainval), the test split.
+        pool = [(image, mask) for image, mask in zip(*voc_file_lists(self.root, self.year, self.splits["train"]))
+                if Path(image).stem not in tested]
+        classes = read_present_classes([mask for _, mask in pool], read_mask, self.ignore_index)
+        where = f"data.train_split={self.splits['train']} (less data.val_split) of {self.root}"
+        kept, held = fold_split([Path(image).stem for image, _ in pool], classes, self.folds, self.fold, where)
+        self.train_set = self.make_split("train", [pool[i][0] for i in kept], [pool[i][1] for i in kept])
+        self.val_set = self.make_split("val", [pool[i][0] for i in held], [pool[i][1] for i in held])
+        self.test_set = self.make_split("val", test_images, test_masks)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.val_set, batch_size=1)
