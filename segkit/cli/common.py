@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from segkit.data.files.intensity import IntensityScaling
+from segkit.inference.ensemble import Normalization
 from segkit.training.run_dir import RunDirectory
+
+if TYPE_CHECKING:
+    from segkit.models.base import SegmentationModule
 
 
 def training_normalization(ckpt_path: str) -> dict[str, list[float]]:
@@ -42,3 +47,22 @@ def training_intensity_config(ckpt_path: str) -> dict[str, Any] | None:
     data = OmegaConf.to_container(run.data, resolve=True)
     assert isinstance(data, dict)
     return {name: data.get(key) for key, name in keys.items() if data.get(key) is not None}
+
+
+def training_intensity(module: SegmentationModule, ckpt_path: str) -> IntensityScaling:
+    """The intensity scaling training applied: stored in the checkpoint, else the run's
+    ``data.intensity`` options, else the default (8-bit: / 255)."""
+    stored = module.input_normalization().get("intensity")
+    if stored is None:
+        stored = training_intensity_config(ckpt_path)
+    return IntensityScaling.from_config(stored)
+
+
+def trained_normalization(module: SegmentationModule, ckpt_path: str) -> Normalization | None:
+    """The input normalisation the model of ``ckpt_path`` was trained with: ``mean``/``std``
+    stored in the checkpoint, else its run's config, and :func:`training_intensity`; ``None``
+    when ``mean``/``std`` are unknown."""
+    stats = {**training_normalization(ckpt_path), **module.input_normalization()}
+    if stats.get("mean") is None or stats.get("std") is None:
+        return None
+    return Normalization.of(stats["mean"], stats["std"], training_intensity(module, ckpt_path))

@@ -6,10 +6,13 @@ in the schema of training's (:mod:`segkit.training.run_record`: the scores under
 ``split``, ``class_names``, ``confusion_matrix``, ``tta`` and ``scales``. Beside it:
 ``confusion_matrix.png``, ``per_class_iou.png``, ``per_image.csv``, ``per_image_confusion.npz``
 and ``worst_images.png`` (:mod:`segkit.scoring.eval_files`; each image is scored in the same
-pass). Examples::
+pass). Several checkpoints (a list or a glob pattern) are scored as one ensemble, the mean of
+their softmax probabilities (:mod:`segkit.models.ensemble`), on the first's data. Examples::
 
     segkit-eval ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
     segkit-eval ckpt_path=... split=test data.batch_size=32
+    segkit-eval ckpt_path='[fold0.ckpt,fold1.ckpt,fold2.ckpt]' split=test
+    segkit-eval ckpt_path='logs/train/multiruns/<time>/*/checkpoints/last.ckpt' split=test
 """
 
 from __future__ import annotations
@@ -22,49 +25,30 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from segkit.cli.common import trained_normalization
 from segkit.cli.errors import SegkitError, exit_on_user_error
+from segkit.cli.eval_data import data_config
 from segkit.config_dir import config_dir
+from segkit.data.base import SegmentationDataModule
+from segkit.errors import shown
 from segkit.inference.tta import tta_from_config
-from segkit.models.loading import load_module, read_checkpoint
+from segkit.models.base import SegmentationModule
+from segkit.models.ensemble import EnsembleModule
+from segkit.models.loading import check_ensemble, checkpoint_paths, load_module, read_checkpoint
 from segkit.scoring.eval_files import write_eval_files
 from segkit.training.object_scores import ObjectScores, has_instances
 from segkit.training.per_image import PerImageScores
 from segkit.training.run_dir import RunDirectory
 from segkit.training.run_record import eval_record
-from segkit.trust import check_config_targets
+
+__all__ = ["data_config", "evaluate", "main"]
 
 SPLITS = ("val", "test")
-
-
-def _data_overrides() -> list[str]:
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] == "data"]
-
-
-def data_config(cfg: DictConfig) -> DictConfig:
-    """The data config: the training run's (``<run>/.hydra/config.yaml``) with the user's
-    ``data.*`` overrides applied; ``cfg.data`` if the user chose ``data=...`` or the run's
-    config is not beside the checkpoint."""
-    run_config = RunDirectory.of_checkpoint(cfg.ckpt_path).config_path
-    overrides = _data_overrides()
-    if any(o.split("=")[0].lstrip("+~") == "data" for o in overrides) or not run_config.is_file():
-        return cfg.data
-    trained = OmegaConf.load(run_config)
-    # A run directory may come from someone else: its config may name segkit's classes only.
-    check_config_targets(OmegaConf.to_container(trained.data, resolve=False), f"{run_config} (data)")
-    dotted = OmegaConf.from_dotlist([o.lstrip("+") for o in overrides if not o.startswith("~")])
-    # Put into (a copy of) cfg so that interpolations such as ${paths.data_dir} resolve against
-    # it; replaced, not merged: the run's data may have keys eval.yaml's default lacks (data.root).
-    base = OmegaConf.merge(cfg)
-    with open_dict(base):
-        base.data = trained.data
-    return OmegaConf.merge(base, dotted).data
 
 
 def per_class_table(names: list[str], ious: list[float], dice: list[float], title: str) -> Table:
@@ -77,17 +61,43 @@ def per_class_table(names: list[str], ious: list[float], dice: list[float], titl
     return table
 
 
+def ensemble_model(cfg: DictConfig, paths: list[str]) -> tuple[EnsembleModule, DictConfig, SegmentationDataModule]:
+    """The models of ``paths`` as one :class:`EnsembleModule`, with the data (the first's run's)
+    it is scored on; refused, before the data is built, if the models disagree on classes,
+    channels (:func:`check_ensemble`), data set or intensity scaling."""
+    check_ensemble(paths)
+    data_cfg = data_config(cfg, paths)
+    modules = [load_module(path) for path in paths]
+    normalizations = [trained_normalization(module, path) for module, path in zip(modules, paths)]
+    known = [(path, n) for path, n in zip(paths, normalizations) if n is not None]
+    for path, normalization in known[1:]:
+        first, reference = known[0]
+        if normalization.intensity != reference.intensity:
+            raise SegkitError(
+                f"ckpt_path: {shown(first)} was trained with data.intensity {reference.intensity.to_dict()} but "
+                f"{shown(path)} with {normalization.intensity.to_dict()}; segkit-eval scales the data once for all "
+                "models: ensemble models trained with the same scaling (segkit-predict applies each model's own)"
+            )
+    datamodule = instantiate(data_cfg)
+    return EnsembleModule(modules, normalizations, datamodule.mean, datamodule.std), data_cfg, datamodule
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return and save the run record (the scores:
-    ``record[cfg.split]``)."""
+    """Evaluate ``cfg.ckpt_path`` (one checkpoint, or several: their ensemble) on ``cfg.split``;
+    return and save the run record (the scores: ``record[cfg.split]``)."""
     started = time.monotonic()
     if cfg.split not in SPLITS:
         raise SegkitError(f"split={cfg.split}: choose one of {', '.join(SPLITS)}")
     L.seed_everything(cfg.seed, workers=True)
-    module = load_module(cfg.ckpt_path)
+    paths = checkpoint_paths(cfg.ckpt_path)
+    module: SegmentationModule
+    if len(paths) == 1:
+        module = load_module(paths[0])
+        data_cfg = data_config(cfg, paths)
+        datamodule = instantiate(data_cfg)
+    else:
+        module, data_cfg, datamodule = ensemble_model(cfg, paths)
     module.test_time_augmentation = tta_from_config(cfg.inference.tta, cfg.inference.scales)
-    data_cfg = data_config(cfg)
-    datamodule = instantiate(data_cfg)
     if datamodule.num_classes != module.num_classes:
         raise SegkitError(
             f"ckpt_path={cfg.ckpt_path}: the model predicts {module.num_classes} classes but "
@@ -111,11 +121,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prefix = f"{cfg.split}/"
     scores = {k: float(v) for k, v in trainer.callback_metrics.items()
               if k.startswith(prefix) and k != f"{prefix}mIoU_best"}
-    checkpoint = read_checkpoint(Path(cfg.ckpt_path))
+    # One checkpoint: its path, step and epoch; an ensemble: lists of them, in its order.
+    checkpoints = [read_checkpoint(Path(path)) for path in paths]
+    steps, epochs = [c.get("global_step") for c in checkpoints], [c.get("epoch") for c in checkpoints]
+    resolved = [str(Path(path).resolve()) for path in paths]
+    one = len(paths) == 1
     record = eval_record(
-        cfg, module, OmegaConf.select(data_cfg, "_target_"), checkpoint.get("global_step"), checkpoint.get("epoch"),
+        cfg, module, OmegaConf.select(data_cfg, "_target_"), steps[0] if one else steps, epochs[0] if one else epochs,
         scores, time.monotonic() - started,
-        ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split, class_names=list(metric.class_names),
+        ckpt_path=resolved[0] if one else resolved, split=cfg.split, class_names=list(metric.class_names),
         # Counts, rows = truth, columns = prediction, ignored pixels left out: the sum of the
         # per-image matrices in per_image_confusion.npz, and what every score comes from.
         confusion_matrix=per_image.total.tolist(),

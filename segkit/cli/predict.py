@@ -5,6 +5,12 @@ Examples::
     segkit-predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt input=photos/ output=masks/
     segkit-predict ckpt_path=... input=big.tif output=out/ inference.mode=tile inference.window=1024
     segkit-predict ckpt_path=... input=img.png output=out/ save.overlay=true save.probabilities=true
+    segkit-predict ckpt_path='[fold0.ckpt,fold1.ckpt]' input=photos/ output=masks/   # an ensemble
+
+Several checkpoints (a list, or a glob pattern such as
+``'logs/train/multiruns/<time>/*/checkpoints/last.ckpt'``) predict as one model: the mean of their
+softmax probabilities, each model fed the image normalised as its own training data was
+(:mod:`segkit.inference.ensemble`).
 
 For every image ``<stem>.<ext>``: the class indices at the input's size, ``<stem>.png`` (a palette
 PNG, for PNG/JPEG/BMP inputs), ``<stem>.tif`` (a tiled label OME-TIFF, for TIFF inputs) or
@@ -40,17 +46,19 @@ from rich.progress import (
 from segkit.cli.predict_outputs import check_output, input_images, is_lazy, output_files, output_format
 from segkit.cli.predict_writing import write_outputs
 from segkit.cli.argv import hoist_multirun_flag
-from segkit.cli.common import training_intensity_config, training_normalization
+from segkit.cli.common import training_intensity, training_normalization
 from segkit.cli.errors import SegkitError, exit_on_user_error
 from segkit.config_dir import config_dir
-from segkit.data.files.intensity import IntensityScaling
 from segkit.data.files.lazy import LazyImage, open_planes
 from segkit.data.files.readers import match_channels, non_finite, read_array
 from segkit.errors import shown
+from segkit.inference.ensemble import Ensemble, Normalization, valid_geometry
 from segkit.inference.predict import InferenceConfig, predict_bands
 from segkit.malloc import fix_mmap_threshold
 from segkit.models.base import SegmentationModule
-from segkit.models.loading import load_module
+from segkit.models.loading import check_ensemble, checkpoint_paths, load_module
+
+__all__ = ["main", "normalization", "predict", "resolve_device", "training_intensity"]
 
 log = logging.getLogger("segkit.predict")
 # Images up to 32k x 32k: PIL's decompression-bomb guard (89 Mpx) would refuse large slides.
@@ -89,14 +97,15 @@ def device_problem(device: torch.device) -> str | None:
     return None
 
 
-def normalization(cfg: DictConfig, module: SegmentationModule) -> tuple[list[float], list[float]]:
-    """``mean``/``std``: given, else those stored in the checkpoint, else the training run's
-    config (``<run>/.hydra/config.yaml``)."""
+def normalization(cfg: DictConfig, module: SegmentationModule, ckpt_path: str | None = None) -> tuple[list[float], list[float]]:
+    """``mean``/``std``: given, else those stored in the checkpoint (``ckpt_path``, default
+    ``cfg.ckpt_path``), else the training run's config (``<run>/.hydra/config.yaml``)."""
+    ckpt_path = str(cfg.ckpt_path) if ckpt_path is None else ckpt_path
     given = {key: cfg.get(key) for key in ("mean", "std") if cfg.get(key) is not None}
-    stats = {**training_normalization(cfg.ckpt_path), **module.input_normalization(), **given}
+    stats = {**training_normalization(ckpt_path), **module.input_normalization(), **given}
     if stats.get("mean") is None or stats.get("std") is None:
         raise SegkitError(
-            f"ckpt_path={cfg.ckpt_path}: the input normalisation is unknown (not in the checkpoint, no "
+            f"ckpt_path={ckpt_path}: the input normalisation is unknown (not in the checkpoint, no "
             "../../.hydra/config.yaml beside it); pass mean=[...] std=[...] as in training"
         )
     channels = module.hparams.get("in_channels", len(stats["mean"]))
@@ -121,31 +130,51 @@ def read_image(path: Path, channels: int) -> list[np.ndarray | LazyImage]:
     return planes
 
 
-def training_intensity(module: SegmentationModule, ckpt_path: str) -> IntensityScaling:
-    """The intensity scaling training applied: stored in the checkpoint, else the run's
-    ``data.intensity`` options, else the default (8-bit: / 255)."""
-    stored = module.input_normalization().get("intensity")
-    if stored is None:
-        stored = training_intensity_config(ckpt_path)
-    return IntensityScaling.from_config(stored)
+def ensemble_model(cfg: DictConfig, paths: list[str], config: InferenceConfig,
+                   device: torch.device) -> tuple[Ensemble, torch.nn.Module | None, int]:
+    """The models of ``paths`` as one :class:`Ensemble`, each with its own normalisation and
+    intensity scaling; the net that sets the window geometry; the number of classes."""
+    modules = [load_module(path).to(device).eval() for path in paths]
+    normalizations = [Normalization.of(*normalization(cfg, module, path), training_intensity(module, path))
+                      for module, path in zip(modules, paths)]
+    nets = [getattr(module, "net", None) for module in modules]
+    geometries = {valid_geometry(net) for net in nets}
+    # As for one model (predict below): valid-convolution nets of one geometry tile on their grid
+    # as they are; otherwise the modules, and the window geometry of the nets if they share one.
+    if config.mode == "tile" and len(geometries) == 1 and None not in geometries and config.scales == (1.0,):
+        ensemble = Ensemble(nets, normalizations)  # type: ignore[arg-type]
+        return ensemble, ensemble, modules[0].num_classes
+    return Ensemble(modules, normalizations), nets[0] if len(geometries) == 1 else None, modules[0].num_classes
 
 
 def predict(cfg: DictConfig) -> list[Path]:
     """Predict every input image; return the mask files written."""
     device = resolve_device(cfg.device)
     images = input_images(cfg.input)
+    paths = checkpoint_paths(cfg.ckpt_path)
+    if len(paths) > 1:
+        check_ensemble(paths)
     output = check_output(images, cfg)
-    module = load_module(cfg.ckpt_path)
-    module.to(device).eval()
-    mean, std = normalization(cfg, module)
-    intensity = training_intensity(module, cfg.ckpt_path)
     config = InferenceConfig(**cfg.inference)
-    net = getattr(module, "net", None)
-    # A valid-convolution net's tiles get their context here, on the image's pooling grid; its
-    # module would pad each window again, off that grid. Rescaled TTA views need logits of the
-    # input's size: the module's (which pads each rescaled window itself).
-    valid_tiles = config.mode == "tile" and getattr(net, "context", None) is not None
-    model = net if valid_tiles and config.scales == (1.0,) else module
+    model: torch.nn.Module
+    if len(paths) == 1:
+        module = load_module(paths[0])
+        module.to(device).eval()
+        mean, std = normalization(cfg, module, paths[0])
+        intensity = training_intensity(module, paths[0])
+        net = getattr(module, "net", None)
+        # A valid-convolution net's tiles get their context here, on the image's pooling grid; its
+        # module would pad each window again, off that grid. Rescaled TTA views need logits of the
+        # input's size: the module's (which pads each rescaled window itself).
+        valid_tiles = config.mode == "tile" and getattr(net, "context", None) is not None
+        model = net if valid_tiles and config.scales == (1.0,) else module  # type: ignore[assignment]
+        num_classes = module.num_classes
+    else:
+        ensemble, net, num_classes = ensemble_model(cfg, paths, config, device)
+        model, first = ensemble, ensemble.normalizations[0]
+        assert first is not None
+        # Reading (channels) and the overlay use the first model's; each model gets its own input.
+        mean, std, intensity = list(first.mean), list(first.std), first.intensity
     predictor = partial(predict_bands, model, mean=mean, std=std, config=config, net=net, device=device,
                         intensity=intensity)
     output.mkdir(parents=True, exist_ok=True)
@@ -157,7 +186,7 @@ def predict(cfg: DictConfig) -> list[Path]:
             files = output_files(path, output, cfg)
             task = progress.add_task(path.name, total=None)
             try:
-                write_outputs(path, planes, files, output_format(path, cfg), module.num_classes,
+                write_outputs(path, planes, files, output_format(path, cfg), num_classes,
                               partial(predictor, on_window=lambda task=task: progress.advance(task)), intensity)
             finally:
                 for plane in planes:

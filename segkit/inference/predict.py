@@ -28,6 +28,7 @@ from segkit.data.files.intensity import IntensityScaling
 from segkit.data.files.lazy import LazyImage
 from segkit.errors import SegkitError
 from segkit.geometry import smallest_valid_output
+from segkit.inference.ensemble import Ensemble, Normalization
 from segkit.inference.tiling import Blending, WindowGrid, banded_logits
 from segkit.inference.tta import TestTimeAugmentation, tta_from_config
 
@@ -105,6 +106,27 @@ class Preprocess:
 Band = tuple[int, np.ndarray, "np.ndarray | None"]  # (first row, class indices (rows, W), probabilities (C, rows, W))
 
 
+class StackedPreprocess:
+    """Raw pixels -> the inputs of an :class:`Ensemble`'s slots, stacked along the channels."""
+
+    def __init__(self, steps: Sequence[Preprocess]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+        return torch.cat([step(pixels, device) for step in self.steps], dim=1)
+
+
+def input_preprocess(model: object, pixels: np.ndarray | LazyImage, mean: Sequence[float], std: Sequence[float],
+                     intensity: IntensityScaling | None) -> Preprocess | StackedPreprocess:
+    """What turns ``pixels``' windows into ``model``'s input: ``intensity`` (bounds from the whole
+    image) then ``mean``/``std``; an :class:`Ensemble` that knows its members' normalisations
+    gets each of them instead, stacked."""
+    given = Normalization.of(mean, std, intensity)
+    normalizations = [n or given for n in (model.normalizations if isinstance(model, Ensemble) else (None,))]
+    steps = [Preprocess(*intensity_bounds(pixels, n.intensity), n.mean, n.std) for n in normalizations]
+    return steps[0] if len(steps) == 1 else StackedPreprocess(steps)
+
+
 def as_array(image: Image.Image | np.ndarray | LazyImage) -> np.ndarray | LazyImage:
     """A PIL image or an array as ``(H, W, C)``; a :class:`LazyImage` stays lazy."""
     if isinstance(image, LazyImage):
@@ -136,6 +158,9 @@ def predict_bands(
 
     Only one band of windows is held at a time, and a :class:`LazyImage` is read band by band,
     so neither the input nor the output of a slide larger than memory is ever whole here.
+    An :class:`~segkit.inference.ensemble.Ensemble` with its members' normalisations gets each
+    member's input made from the raw pixels (``mean``, ``std`` and ``intensity`` then unused),
+    and the TTA views of each member.
 
     Example:
         >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
@@ -146,14 +171,19 @@ def predict_bands(
     device = torch.device(device)
     pixels = as_array(image)
     height, width = pixels.shape[:2]
-    preprocess = Preprocess(*intensity_bounds(pixels, intensity or IntensityScaling()), mean, std)
+    preprocess = input_preprocess(model, pixels, mean, std, intensity)
     tta = config.test_time_augmentation
     if tta.scales != (1.0,) and getattr(model, "context", None) is not None:
         raise SegkitError(
             f"inference.scales={list(tta.scales)}: a valid-convolution net's logits are smaller than its "
             "input, so it cannot be rescaled; pass its module as the model, or scales=[1.0]"
         )
-    forward = model if tta.is_identity else partial(tta, model)
+    if tta.is_identity:
+        forward = model
+    elif isinstance(model, Ensemble):  # each member's views averaged, then the mean of probabilities
+        forward = partial(model, tta=tta)
+    else:
+        forward = partial(tta, model)
     if config.mode == "whole":
         logits = forward(preprocess(pixels[0:height], device))[0]
         if on_window is not None:

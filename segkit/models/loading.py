@@ -10,12 +10,18 @@ Example:
     >>> trainer.save_checkpoint(path)
     >>> type(load_module(str(path))).__name__
     'UNetModule'
+
+Several checkpoints (an ensemble: ``ckpt_path=[a.ckpt,b.ckpt]`` or a glob pattern) are named by
+:func:`checkpoint_paths` and checked against each other by :func:`check_ensemble`.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import pickle
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +113,62 @@ def load_module(ckpt_path: str) -> SegmentationModule:
     except (AttributeError, ImportError, RuntimeError, TypeError, KeyError) as error:
         raise SegkitError(f"ckpt_path={ckpt_path}: incompatible with this segkit version ({type(error).__name__}: {str(error).splitlines()[0]})") from None
     return module
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key putting ``fold2`` before ``fold10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def checkpoint_paths(value: object) -> list[str]:
+    """The checkpoints ``ckpt_path`` names: one path, a list of paths (an ensemble; repeats
+    kept), or a glob pattern (``runs/*/checkpoints/last.ckpt``: every match, ``2`` before ``10``)
+    for a path that does not exist as typed. A pattern matching nothing is refused.
+
+    Example:
+        >>> checkpoint_paths("a.ckpt"), checkpoint_paths(["fold0.ckpt", "fold1.ckpt"])
+        (['a.ckpt'], ['fold0.ckpt', 'fold1.ckpt'])
+    """
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if not items:
+        raise SegkitError("ckpt_path=[]: give a checkpoint, a list of them [a.ckpt,b.ckpt] or a glob pattern")
+    paths: list[str] = []
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            raise SegkitError(f"ckpt_path={shown(item)}: not a path; give checkpoint paths (.ckpt files)")
+        text = str(item)
+        if not any(char in text for char in "*?[") or Path(text).exists():
+            paths.append(text)
+            continue
+        matches = sorted(glob.glob(text, recursive=True), key=_natural)
+        if not matches:
+            raise SegkitError(f"ckpt_path={shown(text)}: no file matches this pattern; check the path, "
+                              "e.g. ckpt_path='logs/train/multiruns/<time>/*/checkpoints/last.ckpt'")
+        paths += matches
+    return paths
+
+
+def _task_of(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What the models of an ensemble must share: classes, their names and input channels."""
+    hparams, spec = checkpoint.get("hyper_parameters") or {}, checkpoint.get("segkit_data") or {}
+    task = {key: hparams[key] if hparams.get(key) is not None else spec.get(key)
+            for key in ("num_classes", "class_names", "in_channels")}
+    task["class_names"] = None if task["class_names"] is None else list(task["class_names"])
+    return task
+
+
+def check_ensemble(paths: Sequence[str], checkpoints: Sequence[dict[str, Any]] | None = None) -> None:
+    """Refuse, in one line naming both checkpoints and their values, models that disagree on
+    ``num_classes``, ``class_names`` (where both store them) or ``in_channels``: their
+    probabilities could not be averaged. ``checkpoints``: the files' contents, if read already."""
+    if checkpoints is None:
+        checkpoints = [read_checkpoint(Path(path)) for path in paths]
+    first = _task_of(checkpoints[0])
+    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
+        other = _task_of(checkpoint)
+        for key, value in first.items():
+            if value is not None and other[key] is not None and value != other[key]:
+                raise SegkitError(
+                    f"ckpt_path: {shown(paths[0])} has {key}={value} but {shown(path)} has {key}={other[key]}; the "
+                    "models of an ensemble must share their classes and input channels (their probabilities are averaged)"
+                )

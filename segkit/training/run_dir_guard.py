@@ -14,7 +14,9 @@ called once the config is composed and before the run directory is touched.
 
 The checkpoint a command is given (``ckpt_path=``) is read here too, as plain data: a damaged or
 foreign file, or one naming classes other than segkit's, is refused before the run directory
-exists. So is a training run's saved config that segkit-eval would instantiate.
+exists. So is a training run's saved config that segkit-eval would instantiate. segkit-eval and
+-predict may be given several (a list or a glob pattern: an ensemble): each is checked so, and
+models that disagree on classes or input channels are refused.
 
 Multirun jobs get their directories from the sweep (``hydra.sweep.dir``), one per job, and are
 not checked here.
@@ -30,7 +32,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from segkit.errors import SegkitError
@@ -41,6 +43,8 @@ from segkit.training.run_dir import RunDirectory
 DEFINING_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "precision")
 # How data is loaded, not which: free to change on a resume.
 LOADING_KEYS = ("num_workers", "pin_memory", "persistent_workers")
+# The commands that take several checkpoints (an ensemble).
+ENSEMBLE_COMMANDS = ("eval", "predict")
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
@@ -119,20 +123,35 @@ def check_run_directory(config: DictConfig) -> None:
 
 def check_named_files(config: DictConfig) -> None:
     """Refuse a ``ckpt_path`` that is not a readable segkit checkpoint naming segkit's classes
-    (``auto``/``last``/``null`` are segkit-train's own), and for segkit-eval a training run
-    config beside it that names other code (:mod:`segkit.trust`)."""
-    from segkit.models.loading import checkpoint_module_class, read_checkpoint  # torch: only when needed
+    (``auto``/``last``/``null`` are segkit-train's own), or for segkit-eval and -predict a list
+    or pattern of them, one of which is not, or whose models disagree on classes or channels
+    (:func:`segkit.models.loading.check_ensemble`); and for segkit-eval a training run config
+    beside the (first) checkpoint that names other code (:mod:`segkit.trust`)."""
+    from segkit.models.loading import (  # torch: only when needed
+        check_ensemble,
+        checkpoint_module_class,
+        checkpoint_paths,
+        read_checkpoint,
+    )
     from segkit.trust import check_config_targets
 
     ckpt_path = None if OmegaConf.is_missing(config, "ckpt_path") else OmegaConf.select(config, "ckpt_path")
-    if not isinstance(ckpt_path, str) or ckpt_path in ("auto", "last"):
+    command = command_of(config)
+    if isinstance(ckpt_path, ListConfig) and command not in ENSEMBLE_COMMANDS:
+        raise SegkitError(f"ckpt_path={list(ckpt_path)}: segkit-{command} takes one checkpoint; only segkit-eval "
+                          "and segkit-predict take several (an ensemble)")
+    if not isinstance(ckpt_path, (str, ListConfig)) or ckpt_path in ("auto", "last"):
         return
-    checkpoint = read_checkpoint(Path(ckpt_path))
-    if command_of(config) == "train":
+    if command == "train":
+        read_checkpoint(Path(ckpt_path))  # type: ignore[arg-type]
         return
-    checkpoint_module_class(checkpoint, f"ckpt_path={ckpt_path}")
-    run_config = RunDirectory.of_checkpoint(ckpt_path).config_path
-    if command_of(config) == "eval" and run_config.is_file():
+    paths = checkpoint_paths(ckpt_path) if command in ENSEMBLE_COMMANDS else [str(ckpt_path)]
+    checkpoints = [read_checkpoint(Path(path)) for path in paths]
+    for path, checkpoint in zip(paths, checkpoints):
+        checkpoint_module_class(checkpoint, f"ckpt_path={path}")
+    check_ensemble(paths, checkpoints)
+    run_config = RunDirectory.of_checkpoint(paths[0]).config_path  # segkit-eval reads the first's data config
+    if command == "eval" and run_config.is_file():
         try:
             trained = OmegaConf.load(run_config)
         except (OSError, yaml.YAMLError, OmegaConfBaseException):
