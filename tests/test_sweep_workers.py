@@ -122,8 +122,10 @@ def test_a_killed_worker_is_replaced_and_its_trial_continued_in_its_own_director
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        running = [t for t in trials(tmp_path) if journal.exists() and t.state == TrialState.RUNNING
-                   and t.number == 1 and ownership.OWNER in t.system_attrs] if journal.exists() else []
+        # Trial 1's job has started (its call is recorded) and sleeps in its worker.
+        started = (tmp_path / "calls.jsonl").exists() and any(c["job"] == 1 for c in calls(tmp_path))
+        running = [t for t in trials(tmp_path) if t.state == TrialState.RUNNING and t.number == 1
+                   and ownership.OWNER in t.system_attrs] if started and journal.exists() else []
         if running:
             victim = running[0]
     assert victim is not None, "trial 1 never ran"
