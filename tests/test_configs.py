@@ -31,6 +31,7 @@ from segkit.data import PatchDataModule
 from segkit.data.base import SegmentationDataModule
 from segkit.models.base import SegmentationModule
 from segkit.training.build import instantiate_all, instantiate_model
+from segkit.training.trackers import INSTALL, missing_tracker_packages
 
 REQUIRED_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "debug", "experiment")
 ALL_OPTIONS = [(group, option) for group in config_groups() for option in config_options(group)]
@@ -124,6 +125,8 @@ def test_every_data_option_instantiates_a_datamodule_that_yields_batches(
 def test_every_model_option_takes_classes_names_and_channels_from_the_data(option: str, tmp_path: Path) -> None:
     # What each model computes is the architecture contract's (tests/test_architecture_contract.py).
     cfg = compose_task([f"model={option}", "data.num_workers=0"], tmp_path)
+    for package in get_class(cfg.model._target_).requires_packages:  # optional extras (smp models)
+        pytest.importorskip(package)
     datamodule = instantiate(cfg.data)
     model = instantiate_model(cfg.model, datamodule)
     assert isinstance(model, SegmentationModule)
@@ -142,8 +145,13 @@ def test_every_callbacks_option_instantiates_lightning_callbacks(option: str, tm
 
 
 @pytest.mark.parametrize("option", config_options("logger"))
-def test_every_logger_option_instantiates_lightning_loggers(option: str, tmp_path: Path) -> None:
-    cfg = compose_task([f"logger={option}"], tmp_path)
+def test_every_logger_option_instantiates_lightning_loggers(option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # paths.root_dir: logger=mlflow opens its store (<log_dir>/mlflow.db) as it is built.
+    cfg = compose_task([f"logger={option}", f"paths.root_dir={tmp_path}"], tmp_path)
+    missing = missing_tracker_packages(cfg)
+    if missing:
+        pytest.skip(f"logger={option} needs {missing[0][2]}: {INSTALL}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     loggers = instantiate_all(cfg.get("logger"))
     assert loggers, f"logger={option} configures no logger"
     assert all(isinstance(lg, Logger) for lg in loggers)

@@ -61,8 +61,9 @@ def test_metrics_json_has_training_records_keys_and_evals_own(eval_run: dict, cl
     trained = json.loads((cli_run.run_dir / "metrics.json").read_text())
     assert trained["command"] == "train" and eval_run["command"] == "eval"
     shared = {"command", "run_dir", "overrides", "task_name", "seed", "model", "data", "wall_time_s",
-              "global_step", "epochs", "parameters"}
+              "global_step", "epochs", "parameters", "provenance"}
     assert shared <= trained.keys() and shared <= eval_run.keys()
+    assert eval_run["provenance"]["versions"] == trained["provenance"]["versions"]
     assert eval_run["split"] == "val" and eval_run["class_names"] == list(SHAPES_CLASS_NAMES)
     assert eval_run["ckpt_path"] == str(cli_run.last_ckpt.resolve())
     assert eval_run["tta"] == "none" and eval_run["scales"] == [1.0]

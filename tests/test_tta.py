@@ -200,6 +200,8 @@ def test_every_architectures_evaluation_logits_go_through_tta(model: str) -> Non
     # The module's own evaluation forward (overlap-tile, dense patch CNN, ...) is what is averaged.
     cfg = compose_config("train", [f"model={model}"]).model
     cls = get_class(cfg._target_)
+    for package in cls.requires_packages:  # optional extras (smp models)
+        pytest.importorskip(package)
     module = instantiate(cfg, _convert_="all", num_classes=3, in_channels=2, **cls.contract_size).eval()
     images = torch.randn(1, 2, 21, 30)
     with torch.no_grad():

@@ -44,6 +44,7 @@ from segkit.scoring.eval_files import write_eval_files
 from segkit.training.object_scores import ObjectScores, has_instances
 from segkit.training.per_image import PerImageScores
 from segkit.training.run_dir import RunDirectory
+from segkit.training.provenance import collect_provenance, start_git_probes
 from segkit.training.run_record import eval_record
 
 __all__ = ["data_config", "evaluate", "main"]
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` (one checkpoint, or several: their ensemble) on ``cfg.split``;
     return and save the run record (the scores: ``record[cfg.split]``)."""
     started = time.monotonic()
+    git_probes = start_git_probes()  # answers while the checkpoint loads (segkit.training.provenance)
     if cfg.split not in SPLITS:
         raise SegkitError(f"split={cfg.split}: choose one of {', '.join(SPLITS)}")
     L.seed_everything(cfg.seed, workers=True)
@@ -134,6 +136,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # per-image matrices in per_image_confusion.npz, and what every score comes from.
         confusion_matrix=per_image.total.tolist(),
         tta=cfg.inference.tta, scales=list(module.test_time_augmentation.scales),
+        provenance=collect_provenance(trainer, git_probes) if trainer.is_global_zero else {},
     )
     if objects is not None:
         record[cfg.split]["objects"] = {key: value for key, value in objects.total.scores().items()}

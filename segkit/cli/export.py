@@ -4,7 +4,7 @@ The model maps ``(N, C_in, H, W)`` float images to ``(N, num_classes, H, W)`` lo
 N, H and W (see :mod:`segkit.inference.export`). Before the file is moved into place it is run on random
 images of two sizes and compared with the checkpoint's module (ONNX: by ONNX Runtime, if
 installed). Beside it goes a JSON description (``export.json`` in the run directory, or
-``<output minus suffix>.json``). Examples::
+``<output minus suffix>.json``; with the ``provenance`` of ``metrics.json``). Examples::
 
     segkit-export ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
     segkit-export ckpt_path=... format=torchscript output=unet.pt overwrite=true
@@ -31,6 +31,7 @@ from segkit.config_dir import config_dir
 from segkit.errors import file_in_the_way, shown
 from segkit.inference import export as ex
 from segkit.models.loading import load_module
+from segkit.training.provenance import collect_provenance
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 DEFAULT_SIDE = 64
@@ -157,6 +158,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         **module.input_normalization(),
         "max_abs_diff": diffs,
         "tolerance": {"atol": cfg.atol, "rtol": cfg.rtol},
+        "provenance": collect_provenance(),  # versions, commit, machine, command line (as in metrics.json)
     }
     with atomic_path(meta_path) as partial:
         partial.write_text(json.dumps(meta, indent=2) + "\n")

@@ -5,6 +5,7 @@ Examples::
     segkit-report logs/train/multiruns/2025-01-01_12-00-00        # a sweep's jobs
     segkit-report logs/train/runs/A logs/train/runs/B --out cmp/  # any run directories
     segkit-report --paired logs/eval/runs/A logs/eval/runs/B      # paired bootstrap, B vs A
+    segkit-report SWEEP --columns provenance.git_commit provenance.versions.torch  # any record value
 
 Writes ``report.csv``, ``report_by_config.csv``, ``report.md``, ``score_by_config.png`` and
 ``per_class_iou.png`` into the directory holding the first run found (a multirun directory
@@ -52,7 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "images with a paired bootstrap.",
         epilog=f"examples:\n  {PROGRAM} logs/train/multiruns/<time>            # a sweep: its numbered job dirs\n"
                f"  {PROGRAM} logs/train/runs/<A> logs/train/runs/<B> --out comparison/\n"
-               f"  {PROGRAM} --paired logs/eval/runs/<A> logs/eval/runs/<B>   # is B better than A?\n\n"
+               f"  {PROGRAM} --paired logs/eval/runs/<A> logs/eval/runs/<B>   # is B better than A?\n"
+               f"  {PROGRAM} <sweep> --columns provenance.git_commit provenance.versions.torch val/IoU/disc\n\n"
                "PATH: a run directory (with metrics.json), or a directory of them (a multirun directory's\n"
                "numbered jobs, or logs/train/runs/); runs without metrics.json are listed as skipped.\n"
                "A sweep directory holding an Optuna study (hparams_search=optuna) adds study_trials.csv,\n"
@@ -67,9 +69,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default: 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib)")
+    parser.add_argument("--columns", nargs="+", action="extend", default=[], metavar="PATH",
+                        help="more columns in report.csv and report.md's runs table: values of each run's "
+                             "metrics.json by path, '.'- or '/'-separated (provenance.git_commit, "
+                             "provenance.versions.torch, provenance.hostname, val/IoU/disc); put it after the runs")
     args = parser.parse_args(argv)
     if args.paired and len(args.paths) != 2:
         parser.error(f"--paired takes exactly two paths, A and B; got {len(args.paths)}")
+    if args.paired and args.columns:
+        parser.error("--columns adds columns to the runs tables; --paired writes none")
     if args.resamples < 1:
         parser.error(f"--resamples must be at least 1; got {args.resamples}")
     return args
@@ -109,8 +117,10 @@ def studies(paths: Sequence[Path]) -> list[tuple[Path, StudyInfo]]:
     return found
 
 
-def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True) -> list[Path]:
-    """Write the report of the runs under ``paths`` (and of a sweep's Optuna study); return the files written."""
+def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True,
+           columns: Sequence[str] = ()) -> list[Path]:
+    """Write the report of the runs under ``paths`` (and of a sweep's Optuna study), with the extra
+    record ``columns`` in its runs tables; return the files written."""
     from segkit.report import tables
     from segkit.report.runs import find_runs, group_configs, swept_keys
     from segkit.report.study import summary, write_study
@@ -126,7 +136,7 @@ def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True)
     swept = swept_keys(runs)
     configs = group_configs(runs, swept)
     written = [
-        tables.write_csv(out_dir / "report.csv", *tables.run_table(runs, swept)),
+        tables.write_csv(out_dir / "report.csv", *tables.run_table(runs, swept, columns)),
         tables.write_csv(out_dir / "report_by_config.csv", *tables.config_table(configs, swept)),
     ]
     if figures and runs:
@@ -143,7 +153,7 @@ def report(paths: Sequence[Path], out: Path | None = None, figures: bool = True)
         written += files
         sections.append(section)
         print(summary(study))
-    markdown = tables.report_markdown(configs, swept, out_dir, run_figures, skipped, sections)
+    markdown = tables.report_markdown(configs, swept, out_dir, run_figures, skipped, sections, columns)
     written.append(tables.write_text(out_dir / "report.md", markdown))
     print(f"{len(runs)} runs, {len(configs)} configurations; swept: {', '.join(swept) or 'nothing'}")
     return written
@@ -183,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.paired:
             written = paired(*args.paths, out=args.out, resamples=args.resamples, seed=args.seed)
         else:
-            written = report(args.paths, out=args.out, figures=not args.no_figures)
+            written = report(args.paths, out=args.out, figures=not args.no_figures, columns=args.columns)
     except SegkitError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2

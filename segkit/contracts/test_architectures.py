@@ -9,6 +9,8 @@ shrunk by its class's ``contract_size``, and must
 - reload from a checkpoint with ``weights_only=True`` and no arguments, computing the same,
 - export to ONNX that computes what PyTorch does at a size the trace never saw,
 - train, validate and test through ``segkit-train`` (fast_dev_run) in bf16-mixed precision.
+
+A model whose class lists optional packages (``requires_packages``) that are not installed is skipped.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ NUM_CLASSES, IN_CHANNELS = 3, 2  # two channels: neither the RGB nor the grey de
 
 def model_class(name: str) -> type[SegmentationModule]:
     return get_class(compose_config("train", [f"model={name}"]).model._target_)
+
+
+@pytest.fixture(autouse=True)
+def skip_without_optional_packages(request: pytest.FixtureRequest) -> None:
+    """A model whose optional packages are missing (its class's ``requires_packages``) is skipped."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "model" in callspec.params:
+        for package in model_class(callspec.params["model"]).requires_packages:
+            pytest.importorskip(package, reason=f"model={callspec.params['model']} needs {package}")
 
 
 def build(name: str) -> SegmentationModule:

@@ -98,6 +98,9 @@ class SegmentationModule(L.LightningModule):
     # The smallest arguments that keep the architecture's topology: what the per-architecture
     # test contract (tests/test_architecture_contract.py) builds, to run fast.
     contract_size: ClassVar[dict[str, Any]] = {}
+    # Import names of optional packages the architecture needs (``segmentation_models_pytorch``):
+    # the contract and the tests skip it, rather than fail, where one is not installed.
+    requires_packages: ClassVar[tuple[str, ...]] = ()
     # Test-time augmentation of validation and test logits (segkit-eval's inference.tta): a
     # plain attribute, neither a hyperparameter nor saved in checkpoints; None: one plain pass.
     test_time_augmentation: TestTimeAugmentation | None = None
@@ -226,7 +229,11 @@ class SegmentationModule(L.LightningModule):
         return (self.global_step + 1) % every == 0 or batch_idx == 0 or batch_idx >= self._last_batch_idx
 
     def on_train_epoch_start(self) -> None:
-        # The trainer's logging cadence, read once an epoch rather than in every training step.
+        self._read_log_cadence()
+
+    def _read_log_cadence(self) -> None:
+        # The trainer's logging cadence, read once an epoch rather than in every training step
+        # (and as training starts: Lightning skips on_train_epoch_start when resuming mid-epoch).
         trainer = self.trainer
         every_step = trainer.fast_dev_run or trainer.accumulate_grad_batches != 1 or trainer.log_every_n_steps <= 0
         self._loss_log_every = 1 if every_step else trainer.log_every_n_steps
@@ -315,6 +322,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         check_resumed_schedulers(self.trainer, type(self).__name__)
+        self._read_log_cadence()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # segkit-eval reads this to pick the class to rebuild (segkit's and its plugins' only).

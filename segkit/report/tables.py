@@ -2,7 +2,9 @@
 folds aggregated) and ``report.md`` (both, best configuration first, and the figures).
 
 CSV cells hold the values exactly as each run's ``metrics.json`` has them (no rounding; a value
-a run did not log is empty); ``report.md`` rounds scores to 4 decimals.
+a run did not log is empty); ``report.md`` rounds scores to 4 decimals. Extra columns
+(``segkit-report --columns``) are any record values by path (``provenance.git_commit``,
+``provenance.versions.torch``, ``val/IoU/disc``: :func:`record_value`).
 
 Example:
     >>> from pathlib import Path
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +41,29 @@ STATS = ("mean", "std", "min", "max")
 _MD_FORMATS = {"wall_time_s": "{:.1f}", "global_step": "{}", "parameters": "{}", "n": "{}"}
 
 
+def record_value(run: Run, path: str) -> Any:
+    """The record's value at ``path``, ``/``- or ``.``-separated (tried in that order), or None;
+    a list is one shell-quoted string, a mapping its JSON.
+
+    Example:
+        >>> run = Run(Path("a"), {"provenance": {"git_commit": "ab12", "argv": ["segkit-train", "seed=1"]}}, {})
+        >>> record_value(run, "provenance.git_commit"), record_value(run, "provenance/argv"), record_value(run, "x.y")
+        ('ab12', 'segkit-train seed=1', None)
+    """
+    value = run.get(path)
+    if value is None and "." in path:
+        value = run.get(path.replace(".", "/"))
+    if isinstance(value, list):
+        return shlex.join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
 def run_value(run: Run, column: str) -> Any:
     """The value of a report column for ``run`` (``parameters`` is the total count), or None."""
+    if column not in RUN_COLUMNS:
+        return record_value(run, column)
     value = run.get(column)
     if column == "parameters" and isinstance(value, dict):
         return value.get("total")
@@ -81,10 +106,12 @@ def rank_configs(configs: Sequence[Config], score: str) -> list[Config]:
     return sorted(configs, key=key, reverse=True)
 
 
-def run_table(runs: Sequence[Run], swept: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
-    """``report.csv``: ``run_dir``, the swept keys, then :data:`RUN_COLUMNS`, one row per run."""
-    header = ["run_dir", *swept, *RUN_COLUMNS]
-    rows = [[str(run.path), *(run.overrides.get(k) for k in swept), *(run_value(run, c) for c in RUN_COLUMNS)]
+def run_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[str] = ()) -> tuple[list[str], list[list[Any]]]:
+    """``report.csv``: ``run_dir``, the swept keys, :data:`RUN_COLUMNS`, then ``columns`` (record
+    paths, :func:`record_value`), one row per run."""
+    header = ["run_dir", *swept, *RUN_COLUMNS, *columns]
+    rows = [[str(run.path), *(run.overrides.get(k) for k in swept),
+             *(run_value(run, c) for c in (*RUN_COLUMNS, *columns))]
             for run in runs]
     return header, rows
 
@@ -123,7 +150,9 @@ def cell(value: Any, column: str = "") -> str:
         return ""
     if isinstance(value, float) and math.isnan(value):
         return "nan"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # counts (scores are floats in the JSON)
+    if isinstance(value, float):
         return _MD_FORMATS.get(column, "{:.4f}").format(value)
     return str(value).replace("|", "\\|")
 
@@ -156,9 +185,10 @@ def _run_name(run: Run, out_dir: Path) -> str:
 
 
 def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Path,
-                    figures: Sequence[str] = (), skipped: Sequence[Skipped] = (), sections: Sequence[str] = ()) -> str:
+                    figures: Sequence[str] = (), skipped: Sequence[Skipped] = (), sections: Sequence[str] = (),
+                    columns: Sequence[str] = ()) -> str:
     """``report.md``: ``sections`` (a sweep's Optuna study), then configurations best first (mean ± std
-    (min–max) over seeds), every run, figures, skipped."""
+    (min–max) over seeds), every run (with the extra ``columns``), figures, skipped."""
     runs = [run for config in configs for run in config.runs]
     score = ranking_score(runs)
     ranked = rank_configs(configs, score)
@@ -168,7 +198,7 @@ def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Pa
                     *(_spread(summarize([run.get(s) for run in config.runs])) for s in scores)]
                    for rank, config in enumerate(ranked, 1)]
     run_rows = [[cell(_run_name(run, out_dir)), *(cell(run.overrides.get(k)) for k in swept),
-                 *(cell(run_value(run, c), c) for c in RUN_COLUMNS)]
+                 *(cell(run_value(run, c), c) for c in (*RUN_COLUMNS, *columns))]
                 for config in ranked for run in config.runs]
     parts = [
         "# segkit report", "",
@@ -179,7 +209,7 @@ def report_markdown(configs: Sequence[Config], swept: Sequence[str], out_dir: Pa
         "## Configurations, best first", "",
         markdown_table(["#", *keys, "n", *scores], config_rows), "",
         "## Runs", "",
-        markdown_table(["run", *swept, *RUN_COLUMNS], run_rows), "",
+        markdown_table(["run", *swept, *RUN_COLUMNS, *columns], run_rows), "",
     ]
     if figures:
         parts += ["## Figures", "", *(f"![{Path(name).stem.replace('_', ' ')}]({name})\n" for name in figures)]

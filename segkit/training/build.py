@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segkit.data.base import SegmentationDataModule
 from segkit.models.base import SegmentationModule
+from segkit.training.provenance import provenance_strings
 
 
 def instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -49,14 +50,19 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("/"): str(node)}
 
 
-def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logger]) -> None:
-    """Log the run's config and parameter counts as hyperparameters, ``val/mIoU`` as their metric."""
+def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logger],
+                   provenance: Mapping[str, Any] | None = None) -> None:
+    """Log the run's config and parameter counts as hyperparameters, ``val/mIoU`` as their metric;
+    with ``provenance`` (:func:`segkit.training.provenance.collect_provenance`) also its facts, as
+    strings under ``provenance/`` (``provenance/git_commit``, ``provenance/versions/torch``, ...)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     params: dict[str, Any] = {key: config.get(key) for key in ("model", "data", "trainer", "seed", "task_name", "tags")}
     params["model/params/total"] = sum(p.numel() for p in model.parameters())
     params["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flat = _flatten(params)
+    if provenance is not None:
+        flat.update(provenance_strings(provenance, "provenance/"))
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # As TensorBoardLogger.log_hyperparams, minus its writing a fake val/mIoU=0 scalar.

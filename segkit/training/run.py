@@ -21,6 +21,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from segkit.errors import SegkitError
@@ -29,8 +30,10 @@ from segkit.sweeps.pruning import OptunaPruning
 from segkit.training.budget import apply_time_budget
 from segkit.training.build import instantiate_all, instantiate_model, log_run_config
 from segkit.training.idle_hooks import pass_through_profiling_for_free, skip_idle_step_hooks
+from segkit.training.provenance import collect_provenance, start_git_probes
 from segkit.training.run_dir import RunDirectory
 from segkit.training.run_record import run_overrides, train_record
+from segkit.training.trackers import check_tracker_packages, finish_tracker_runs
 
 log = logging.getLogger("segkit.train")
 
@@ -85,7 +88,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit ``cfg.model`` on ``cfg.data`` with ``cfg.trainer``, test if ``cfg.test``; return the
     final metrics. Rank 0 writes the run record, ``metrics.json`` (:mod:`segkit.training.run_record`)."""
     started = time.monotonic()
+    # git (commit, dirty) answers while the run builds; rank 0 records it with the rest of the provenance.
+    git_probes = start_git_probes() if rank_zero_only.rank == 0 else {}
     check_required(cfg)
+    check_tracker_packages(cfg)
     # Before anything is built: a bad checkpoint path or file is refused in one line.
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)
     resume_step = read_checkpoint(Path(ckpt_path)).get("global_step") if ckpt_path else None
@@ -98,8 +104,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False, plugins=plugins or None
     )
+    provenance = collect_provenance(trainer, git_probes) if trainer.is_global_zero else None
     if trainer.is_global_zero and trainer.loggers:
-        log_run_config(cfg, model, trainer.loggers)
+        log_run_config(cfg, model, trainer.loggers, provenance)
     skip_idle_step_hooks(trainer.callbacks, model)
     pass_through_profiling_for_free(trainer)
 
@@ -116,8 +123,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # or with train=false the checkpoint given.
         trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path), weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    finish_tracker_runs(trainer.loggers)
     if trainer.is_global_zero:
-        record = train_record(cfg, trainer, model, metrics, time.monotonic() - started)
+        record = train_record(cfg, trainer, model, metrics, time.monotonic() - started, provenance)
         if pruned_at is not None:
             record["pruned_at_step"] = pruned_at
         log.info("wrote %s", RunDirectory(Path(cfg.paths.output_dir)).write_record(record))

@@ -8,6 +8,7 @@
     <run>/checkpoints/last.ckpt     the latest weights (and the best ones beside it)
     <run>/hpc_ckpt_*.ckpt           Lightning's save on SLURM's signal, before a requeue
     <run>/metrics.json              the run record (:mod:`segkit.training.run_record`)
+    <run>/progress.png              segkit-train's curves, redrawn at each validation (:mod:`segkit.training.progress_figure`)
     <run>/confusion_matrix.png ...  segkit-eval's outputs (:mod:`segkit.scoring.eval_files`)
 
 Light on purpose (no torch, no Lightning): ``segkit-report`` reads runs through it.
@@ -33,6 +34,7 @@ from typing import Any
 from segkit.atomic import atomic_path
 
 RECORD_NAME = "metrics.json"
+PROGRESS_PNG = "progress.png"
 CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"
@@ -104,6 +106,11 @@ class RunDirectory:
     def record_path(self) -> Path:
         """``metrics.json``: the run record."""
         return self.path / RECORD_NAME
+
+    @property
+    def progress_figure(self) -> Path:
+        """``progress.png``: losses, val/mIoU and the learning rate against the step (segkit-train)."""
+        return self.path / PROGRESS_PNG
 
     def read_record(self) -> dict[str, Any]:
         """The run record; NaN scores come back as ``math.nan``. Raises ``OSError`` or ``ValueError``
