@@ -25,7 +25,7 @@ from hydra.core.utils import JobReturn
 from optuna.trial import TrialState
 
 from segkit.atomic import atomic_path
-from segkit.sweeps.results import write_results
+from segkit.sweeps.results import all_trials_finished, write_results
 from segkit.sweeps.storage import open_storage, storage_url
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def run_local_workers(sweeper: SegkitOptunaSweeper) -> list[Sequence[JobReturn]]
         while pool.running:
             time.sleep(POLL_S)
             for killed in pool.reap():
-                if not progress.all_asked_and_done():
+                if not all_trials_finished(study, sweeper.n_trials):
                     log.warning("worker %d was killed by signal %d: starting another, which continues its trial",
                                 killed, -pool.exit_codes[killed])
                     pool.start()
@@ -98,7 +98,7 @@ def run_local_workers(sweeper: SegkitOptunaSweeper) -> list[Sequence[JobReturn]]
         signal.signal(signal.SIGTERM, previous)
     progress.log_changes()
     failed = {slot: code for slot, code in pool.exit_codes.items() if code not in (0, None)}
-    if not progress.all_asked_and_done():
+    if not all_trials_finished(study, sweeper.n_trials):
         raise RuntimeError(f"the sweep stopped with trials left: workers exited with {failed}; see their logs in {logs}")
     write_results(study, sweeper.sweep_dir)
     return []
@@ -157,10 +157,6 @@ class Progress:
 
     def __init__(self, study: optuna.Study, n_trials: int) -> None:
         self.study, self.n_trials, self.last = study, n_trials, ""
-
-    def all_asked_and_done(self) -> bool:
-        trials = self.study.get_trials(deepcopy=False)
-        return len(trials) >= self.n_trials and all(t.state.is_finished() for t in trials)
 
     def log_changes(self) -> None:
         trials = self.study.get_trials(deepcopy=False)

@@ -28,7 +28,7 @@ from optuna.trial import Trial, TrialState
 from segkit.atomic import atomic_path
 from segkit.sweeps import ownership
 from segkit.sweeps.pruners import make_pruner
-from segkit.sweeps.results import write_results
+from segkit.sweeps.results import all_trials_finished, write_results
 from segkit.sweeps.storage import open_storage, storage_url
 from segkit.sweeps.trial_link import trial_environment
 
@@ -101,13 +101,9 @@ class SweepWorker:
             record["exit"] = time.time()
             with atomic_path(self.shared / "workers" / f"worker_{self.index}.json") as partial:
                 partial.write_text(json.dumps(record) + "\n")
-        if self.study_finished():
+        if all_trials_finished(self.study, self.sweeper.n_trials):
             write_results(self.study, self.sweeper.sweep_dir)
         return returns
-
-    def study_finished(self) -> bool:
-        trials = self.study.get_trials(deepcopy=False)
-        return len(trials) >= self.sweeper.n_trials and all(t.state in FINISHED for t in trials)
 
     def next_trial(self) -> Trial | None:
         """An orphaned trial to continue, else a new one; None once the study has all its trials."""

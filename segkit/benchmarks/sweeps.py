@@ -110,17 +110,17 @@ def measure_schedules(workdir: Path, n_trials: int = 8, workers: int = 2, seed: 
 
 
 def measure_pruning(workdir: Path, n_trials: int = 16, max_steps: int = 160, seed: int = 5) -> list[PruningRun]:
-    runs = []
+    runs, studies = [], []
     for pruner in ("none", "median"):
         sweep_dir = workdir / f"pruning_{pruner}"
         run_sweep(sweep_dir, f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.pruner={pruner}",
                   # TPE's random start-up throughout: the same trials with and without pruning.
                   f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.sampler.n_startup_trials={n_trials}",
                   f"trainer.max_steps={max_steps}", "model.base_width=8")
-        runs.append(pruning_run(pruner, study_trials(sweep_dir)))
-    target = runs[0].best
-    for run, pruner in zip(runs, ("none", "median")):
-        run.to_target_s = compute_to_reach(study_trials(workdir / f"pruning_{pruner}"), target)
+        studies.append(study_trials(sweep_dir))
+        runs.append(pruning_run(pruner, studies[-1]))
+    for run, trials in zip(runs, studies):
+        run.to_target_s = compute_to_reach(trials, runs[0].best)
     return runs
 
 

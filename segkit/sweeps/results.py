@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
 
 
+def all_trials_finished(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the study has its ``n_trials`` trials and every one has ended (complete, pruned or failed)."""
+    trials = study.get_trials(deepcopy=False)
+    return len(trials) >= n_trials and all(t.state.is_finished() for t in trials)
+
+
 def write_results(study: optuna.Study, sweep_dir: Path) -> Path:
     """Write the best params and value atomically; RuntimeError when no trial completed."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
