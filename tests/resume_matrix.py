@@ -10,8 +10,8 @@ Data: 24 training scenes of batch 4, so 6 steps an epoch, with augmentation and 
 random stream a resume has to continue); ``last.ckpt`` is also written every 4 steps, so some
 kills resume mid-epoch and others from a validation's checkpoint.
 
-The two reproductions of the bugs this matrix was written for run in the default suite; the
-rest is marked ``slow``. The settings are split over two test files (validation cadence, and
+The two reproductions of the bugs this matrix was written for, and early stopping with an EMA
+of the weights killed mid-epoch, run in the default suite; the rest is marked ``slow``. The settings are split over two test files (validation cadence, and
 budgets and step mechanics) so that the README's ``-n 2 --dist loadfile`` runs them side by side.
 """
 
@@ -96,18 +96,29 @@ SETTINGS: dict[str, Setting] = {
         ("++trainer.max_epochs=2",), 12,
         {"mid-epoch": ("train_batch", 9), "after validation": ("train_batch", 6), "epoch end": ("epoch_end", 6),
          "during validation": ("validation", 6), "last step": ("train_batch", 11)}, workers=2),
+    # Early stopping and an EMA of the weights. Validation every half epoch (steps 3, 6, 9, ...);
+    # no later validation beats the first by min_delta=1, so with patience 3 the run stops at
+    # step 12 of 18: a resumed run must count the validations before its kill. Checkpoints hold
+    # the average (state_dict) and the raw weights (current_model_state); both must match.
+    "early stopping and EMA": Setting(
+        ("callbacks=[default,early_stopping,ema]", "callbacks.early_stopping.patience=3",
+         "callbacks.early_stopping.min_delta=1.0", "callbacks.ema.decay=0.9",
+         "++trainer.max_epochs=3", "++trainer.val_check_interval=0.5"), 12,
+        {"mid-epoch": ("train_batch", 8), "after validation": ("train_batch", 6), "epoch end": ("epoch_end", 6),
+         "during validation": ("validation", 9), "last step": ("train_batch", 11)}),
 }
 KILL_POINTS = ("mid-epoch", "after validation", "epoch end", "during validation", "last step")
 # In the default suite: issue 24's two reproductions (epochs cut by limit_train_batches, killed
 # right after the first epoch's validation; an int val_check_interval whose last steps no
-# checkpoint held).
-DEFAULT_SUITE = {("limit_train_batches", "after validation"), ("val_check_interval int", "last step")}
+# checkpoint held), and early stopping with EMA killed mid-epoch.
+DEFAULT_SUITE = {("limit_train_batches", "after validation"), ("val_check_interval int", "last step"),
+                 ("early stopping and EMA", "mid-epoch")}
 
 
 CADENCE = ("full epochs", "limit_train_batches", "val_check_interval int", "val_check_interval float",
            "check_val_every_n_epoch")
 BUDGETS_AND_STEPS = ("max_steps mid-epoch", "max_time", "accumulate_grad_batches", "gradient clipping",
-                     "2 loader workers")
+                     "2 loader workers", "early stopping and EMA")
 assert set(CADENCE) | set(BUDGETS_AND_STEPS) == set(SETTINGS)
 
 
@@ -162,6 +173,9 @@ def assert_resumes_exactly(name: str, point: str, tmp_path: Path, uninterrupted)
 
     want, got = _last(expected), _last(killed)
     assert got["global_step"] == want["global_step"] == setting.final_step
-    differing = [key for key in want["state_dict"] if not torch.equal(want["state_dict"][key], got["state_dict"][key])]
-    assert not differing, f"weights differ after resuming: {differing}"
+    # With weight averaging, state_dict is the average and current_model_state the raw weights.
+    for weights in ("state_dict", "current_model_state"):
+        assert (weights in want) == (weights in got), weights
+        differing = [key for key in want.get(weights, {}) if not torch.equal(want[weights][key], got[weights][key])]
+        assert not differing, f"{weights}: weights differ after resuming: {differing}"
     assert _losses(killed) == _losses(expected)

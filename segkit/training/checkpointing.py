@@ -89,6 +89,7 @@ class SegmentationCheckpoint(ModelCheckpoint):
             )
         self.last_every_n_train_steps = last_every_n_train_steps
         self._state_key: str | None = None
+        self._step_at_train_start = 0
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -100,9 +101,16 @@ class SegmentationCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_not_saved(trainer)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._step_at_train_start = trainer.global_step
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The last steps of a run need not end in a validation (an int val_check_interval,
-        # check_val_every_n_epoch > 1): last.ckpt holds the final weights all the same.
+        # check_val_every_n_epoch > 1): last.ckpt holds the final weights all the same. A run
+        # resumed with nothing left to train (ended, or early-stopped) leaves its last.ckpt as it was.
+        if trainer.global_step == self._step_at_train_start:
+            return
         super().on_train_end(trainer, pl_module)
         if self._last_global_step_saved != trainer.global_step:
             self._save_last_if_not_saved(trainer)

@@ -38,6 +38,9 @@ from omegaconf.errors import OmegaConfBaseException
 from segkit.errors import SegkitError
 from segkit.training.run_dir import RunDirectory
 
+# What a run is: its model (loss included), data, seed and weight averaging (callbacks.ema: the
+# weights its checkpoints hold).
+DEFINING_KEYS = ("model", "data", "seed", "callbacks.ema")
 # Trainer settings that change what the run's steps compute; the others (limits, validation
 # cadence, logging, devices) may differ between a run and its resumption.
 DEFINING_TRAINER_KEYS = ("accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "precision")
@@ -59,7 +62,7 @@ def _flatten(node: Any, prefix: str) -> dict[str, Any]:
 def defining_values(config: DictConfig) -> dict[str, Any]:
     """The dotted keys and (unresolved) values that define a training run."""
     values: dict[str, Any] = {}
-    for key in ("model", "data", "seed"):
+    for key in DEFINING_KEYS:
         node = OmegaConf.select(config, key)
         values.update(_flatten(OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node, key))
     for key in DEFINING_TRAINER_KEYS:
