@@ -12,6 +12,7 @@ import torch
 from helpers import CPU, TINY_DATA, task_config
 from omegaconf import OmegaConf
 
+from segkit.benchmarks.userdata import write_folder_dataset, write_nuclei_dataset
 from segkit.cli.eval import evaluate
 from segkit.errors import SegkitError
 from segkit.models.loading import load_module
@@ -24,12 +25,17 @@ RUN = [*TINY_DATA, "model.base_width=8", "model.depth=2", *CPU, "model.optimizer
 
 
 def _trained(tmp_path: Path, *overrides: str) -> tuple[dict[str, float], Path]:
+    return _train_and_save_config(tmp_path, [*RUN, *overrides]), tmp_path / "run"
+
+
+def _train_and_save_config(tmp_path: Path, overrides: list[str]) -> dict[str, float]:
+    """Train in ``tmp_path/run`` and save its config there, as Hydra does (segkit-eval reads its data config)."""
     run_dir = tmp_path / "run"
-    cfg = task_config("train", [*RUN, *overrides, f"paths.root_dir={tmp_path}"], run_dir)
+    cfg = task_config("train", [*overrides, f"paths.root_dir={tmp_path}"], run_dir)
     metrics = train(cfg)
     (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as Hydra does: segkit-eval reads its data config
-    return metrics, run_dir
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +97,32 @@ def test_early_stopping_counts_patience_in_validations(tmp_path: Path, cadence: 
     steps_per_epoch = 16 // 4
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["global_step"] == int(3 / validations_per_epoch * steps_per_epoch)
+
+
+USER_DATA = {
+    # Odd, varying sizes (80-220 px), RGB, 4 classes, a 2-px ignore band at every boundary.
+    "rgb scenes": (lambda root: write_folder_dataset(root, train=8, val=4),
+                   ["data.num_classes=4"]),
+    # 16-bit single-channel TIFFs of an odd size, instance-label masks.
+    "16-bit nuclei": (lambda root: write_nuclei_dataset(root, train=6, val=3, size=(61, 93)),
+                      ["data.num_classes=2", "data.in_channels=1", "data.mask_type=instances"]),
+}
+
+
+@pytest.mark.parametrize("name", list(USER_DATA))
+def test_on_users_data_validation_and_last_ckpt_are_the_average(tmp_path: Path, name: str) -> None:
+    write, options = USER_DATA[name]
+    root = write(tmp_path / "data")
+    overrides = ["data=folder", f"data.root={root}", *options, "data.batch_size=2", "trainer.max_steps=8",
+                 "callbacks=[default,early_stopping,ema]", "callbacks.ema.decay=0.9", "test=false"]
+    metrics = _train_and_save_config(tmp_path, [*overrides, "model.base_width=4", "model.depth=2", *CPU,
+                                                "callbacks.progress_bar=null"])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    averaged, raw = _float_tensors(checkpoint["state_dict"]), _float_tensors(checkpoint["current_model_state"])
+    assert any(not torch.equal(averaged[key], raw[key]) for key in averaged)
+    validated = evaluate(task_config("eval", [f"ckpt_path={last}", *CPU], tmp_path / "eval"))
+    assert validated["val"]["loss"] == pytest.approx(metrics["val/loss"], abs=1e-5)
 
 
 STOPPING = ["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=1.0", "trainer.max_epochs=20",

@@ -64,13 +64,12 @@ def warmed_up_ema(decay: float, warmup: bool = True) -> Callable[[Tensors, Tenso
     return update
 
 
-def _require_weight_averaging() -> type:
+def _require_weight_averaging() -> None:
     if EMAWeightAveraging is None:
         raise SegkitError(
             f"callbacks.ema needs Lightning's EMAWeightAveraging (lightning >= 2.6; installed: {L.__version__}): "
             "pip install -U 'lightning>=2.6', or leave ema out of callbacks=[...]"
         )
-    return EMAWeightAveraging
 
 
 # Without lightning >= 2.6 the class still imports (its configs and docs do), and says what to do when built.
