@@ -221,5 +221,5 @@ def test_a_second_setup_reads_the_cache_and_a_changed_file_is_checked_again(
 
 def test_the_default_crop_suits_the_images() -> None:
     assert auto_crop_size([(90, 120), (150, 169), (100, 210), (220, 96), (130, 140)]) == 96
-    assert auto_crop_size([(512, 512)] * 3) == 128  # large images: capped
+    assert auto_crop_size([(512, 512)] * 3) == 96  # large images: capped (short steps on a CPU)
     assert auto_crop_size([(20, 30)]) == 32

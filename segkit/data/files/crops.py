@@ -7,20 +7,23 @@ from collections.abc import Sequence
 from segkit.errors import SegkitError
 
 
-def auto_crop_size(sizes: Sequence[tuple[int, int]], largest: int = 128, multiple: int = 16) -> int:
+def auto_crop_size(sizes: Sequence[tuple[int, int]], largest: int = 96, multiple: int = 16) -> int:
     """A training crop that suits the images: the 25th percentile of their short sides,
     rounded down to a multiple of ``multiple`` (default 16: suits nets of up to four poolings),
     then kept between 32 and ``largest``.
 
     Crops larger than most images would be mostly ignore padding. ``largest`` keeps steps short
-    and many in a time budget: with 176-px crops of ~190-px nuclei images a 2-minute CPU budget
-    took 285 steps and scored 0.975; with 128-px crops, 559 steps and 0.981 (EM-like sections:
-    0.905 and 0.912; docs/learning.md). Give a larger ``data.crop_size`` for more context a step,
-    e.g. on a GPU.
+    and many in a time budget. On ~190-px nuclei images, 2 CPU minutes: 176-px crops took 285
+    steps and scored 0.975; 128-px crops 559-625 steps and 0.975-0.981; 96-px crops 1017-1046
+    steps and 0.983 twice, above a hand-written loop's 0.981-0.983. EM-like sections: 128 px
+    0.907 twice, 96 px 0.909 twice (docs/learning.md). Give a larger ``data.crop_size`` for more
+    context a step, e.g. 256 on a GPU.
 
     Example:
         >>> auto_crop_size([(90, 120), (150, 169), (100, 210), (220, 96)])
         96
+        >>> auto_crop_size([(40, 50), (60, 70)]), auto_crop_size([(512, 512)] * 3)
+        (32, 96)
     """
     shorts = sorted(min(height, width) for height, width in sizes)
     quartile = shorts[len(shorts) // 4]
