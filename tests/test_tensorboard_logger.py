@@ -26,7 +26,12 @@ def _steps_on_disk(tmp_path: Path) -> list[int]:
 def _count_flushes(logger: TensorBoardLogger, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     flushes: list[float] = []
     flush = logger.experiment.flush
-    monkeypatch.setattr(logger.experiment, "flush", lambda: (flushes.append(time.monotonic()), flush())[1])
+
+    def counted_flush() -> None:
+        flushes.append(time.monotonic())
+        flush()
+
+    monkeypatch.setattr(logger.experiment, "flush", counted_flush)
     return flushes
 
 
