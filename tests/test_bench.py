@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import needs
 
-from segkit.benchmarks import fcn_latency, throughput
+from segkit.benchmarks import fcn_latency, plain_loop, throughput
 from segkit.cli.bench import main
 from segkit.errors import SegkitError
 
@@ -85,7 +85,7 @@ def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkey
 
     monkeypatch.setattr(throughput, "_run", run)
     monkeypatch.setattr(throughput, "segkit_step_ends", lambda run_dir: {9: 1.0, 19: 2.5})
-    assert throughput.time_segkit(["model.depth=1"], warmup=9, steps=10) == pytest.approx(0.15)
+    assert throughput.time_segkit(["model.depth=1"], warmup=9, steps=10) == pytest.approx([0.15])
     ((command, log),) = launched
     assert Path(command[0]).name == "segkit-train" and command[1] == "model.depth=1"
     # Only validation and the final test are off: callbacks, logger and scheduler are the defaults'.
@@ -96,13 +96,45 @@ def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkey
 
 def test_step_times_span_the_timed_steps_only() -> None:
     ends = {0: 0.0, 9: 5.0, 19: 6.0, 29: 9.0, 39: 100.0}
-    # Steps 9-39 in 10-step intervals of 1, 3 and 91 s (a burst of load): the median, 3 s.
-    assert throughput._per_step(ends, warmup=9, steps=30) == pytest.approx(3.0 / 10)
-    assert throughput._per_step(ends, warmup=9, steps=20) == pytest.approx(2.0 / 10)  # step 39 left out
+    # Steps 9-39 in 10-step windows of 1, 3 and 91 s (a burst of load); steps 0-8 are warm-up.
+    assert throughput._windows(ends, warmup=9, steps=30) == pytest.approx([0.1, 0.3, 9.1])
+    assert throughput._windows(ends, warmup=9, steps=20) == pytest.approx([0.1, 0.3])  # step 39 left out
     with pytest.raises(SegkitError, match="step 49"):
-        throughput._per_step(ends, warmup=9, steps=40)
+        throughput._windows(ends, warmup=9, steps=40)
     with pytest.raises(SegkitError, match="multiple of 10"):
-        throughput._per_step(ends, warmup=9, steps=25)
+        throughput._windows(ends, warmup=9, steps=25)
+
+
+def test_a_burst_of_load_spoils_one_window_not_the_figure() -> None:
+    # Seconds a step in three windows of two runs each. Undisturbed, plain takes 1.0 s a step and
+    # segkit 1.2 s; load hit plain's third window in run 1 and most of segkit's run 2.
+    result = throughput.ThroughputResult(plain_windows=[[1.0, 1.0, 5.0], [1.0, 3.0, 1.0]],
+                                         segkit_windows=[[1.2, 9.0, 1.2], [4.0, 1.2, 4.0]], overrides=[], steps=30)
+    assert result.plain == [1.0, 1.0] and result.segkit == [1.2, 4.0]  # each run at its median window
+    assert result.extra_s == pytest.approx(0.2)  # best runs
+    assert result.median_extra_s == pytest.approx(1.6)  # (1.2 + 4.0) / 2 - 1.0: the long burst counts
+    assert result.window_extra_s == pytest.approx(0.2)  # each window at its best run
+    assert result.window_ratio == pytest.approx(1.0 / 1.2)
+
+
+def test_the_plain_loop_loads_the_batches_segkit_train_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Epoch after epoch (new scenes each epoch with resample_train): the windows of both loops
+    then hold the same work."""
+    from segkit.data.synthetic.rendered import RenderedDataset
+    from segkit.training.run import train
+
+    loaded: list[tuple[int, int]] = []
+    render = RenderedDataset.render
+    monkeypatch.setattr(RenderedDataset, "render", lambda self, index: loaded.append((self.split_code, int(index)))
+                        or render(self, index))
+    # 2 steps an epoch: 7 steps reach a third epoch.
+    overrides = [*throughput.TINY_NET, "data.train_size=4", "data.batch_size=2", "data.num_workers=0"]
+    plain_loop.plain_step_ends(overrides, 7)
+    plain, loaded[:] = list(loaded), []
+    train(plain_loop.compose_train_config([*overrides, "trainer.max_steps=7", "++trainer.limit_val_batches=0",
+                                           "test=false", "logger=csv"], tmp_path / "run"))
+    assert [(split, index // 4) for split, index in plain] == [(0, 0)] * 4 + [(0, 1)] * 4 + [(0, 2)] * 4 + [(0, 3)] * 2
+    assert loaded[:14] == plain
 
 
 def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:

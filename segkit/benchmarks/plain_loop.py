@@ -2,9 +2,10 @@
 
 It composes the same ``train`` config as ``segkit-train OVERRIDES``, builds the same data module
 and net from it with the same seed (in the same memory order: ``model.channels_last``), and runs
-the textbook loop over the same training loader: forward, cross-entropy, ``zero_grad``,
-backward, AdamW step. It records the time at the end of
-every step, as ``segkit-train``'s TensorBoard events do, and writes them to a JSON file.
+the textbook loop over the same training loader, setting each epoch as Lightning does (so both
+loops load the same batches): forward, cross-entropy, ``zero_grad``, backward, AdamW step. It
+records the time at the end of every step, as ``segkit-train``'s TensorBoard events do, and
+writes them to a JSON file.
 
 Example::
 
@@ -59,8 +60,15 @@ def plain_step_ends(overrides: Sequence[str], steps: int,
     ends: list[float] = []
     if before_step is not None:
         before_step(0)
+    loader = datamodule.train_dataloader()
+    epoch = 0
     while len(ends) < steps:
-        for images, masks, *_ in datamodule.train_dataloader():
+        # Each epoch's own samples (new scenes with resample_train), as Lightning sets them before
+        # every epoch of segkit-train: both loops then load the same batches at every step.
+        if callable(set_epoch := getattr(loader.sampler, "set_epoch", None)):
+            set_epoch(epoch)
+        epoch += 1
+        for images, masks, *_ in loader:
             logits = net(images.contiguous(memory_format=memory_format))
             loss = F.cross_entropy(logits, masks, ignore_index=datamodule.ignore_index)
             optimizer.zero_grad(set_to_none=True)

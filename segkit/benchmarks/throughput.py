@@ -8,10 +8,11 @@ the plain loop has neither. Its step times come from its own TensorBoard ``train
 timing code is added to what runs.
 
 The plain side, :mod:`segkit.benchmarks.plain_loop`, is a subprocess too: the same composed
-config, data module, seed and net, and the textbook loop over the same training loader. Both
-are timed from the end of step ``warmup`` to the end of step ``warmup + steps``, each run's
-figure being the median of its 10-step intervals; runs alternate (plain, segkit, plain, ...) so
-that drift in the machine's load hits both alike.
+config, data module, seed and net, and the textbook loop over the same training loader (the
+same batches at every step). Both are timed from the end of step ``warmup`` to the end of step
+``warmup + steps`` in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift
+in the machine's load hits both alike. :class:`ThroughputResult` gives the best and the median
+runs, each run at the median of its windows, and each window at its fastest run.
 
 With :data:`TINY_NET` the net's own work is negligible: segkit's step time minus the plain
 loop's is then segkit's fixed cost per step.
@@ -40,12 +41,23 @@ LOG_EVERY = 10
 
 @dataclass
 class ThroughputResult:
-    """Seconds per training step of each loop, one value per repeat."""
+    """Seconds per step of each loop in every ``LOG_EVERY``-step window of the timed steps, one
+    list per run: ``plain_windows[run][window]``."""
 
-    plain: list[float]
-    segkit: list[float]
+    plain_windows: list[list[float]]
+    segkit_windows: list[list[float]]
     overrides: list[str]
     steps: int
+
+    @property
+    def plain(self) -> list[float]:
+        """Each plain run's figure: the median of its windows, so that a burst of load elsewhere
+        on a shared machine spoils one window rather than the run."""
+        return [statistics.median(run) for run in self.plain_windows]
+
+    @property
+    def segkit(self) -> list[float]:
+        return [statistics.median(run) for run in self.segkit_windows]
 
     @property
     def ratio(self) -> float:
@@ -67,18 +79,38 @@ class ThroughputResult:
         """Median over median, for comparison: noisier where load comes and goes."""
         return statistics.median(self.plain) / statistics.median(self.segkit)
 
+    def _window_bests(self) -> tuple[float, float]:
+        """Each loop's mean over windows of the window's fastest run."""
+        def mean_best(runs: list[list[float]]) -> float:
+            return statistics.fmean(min(window) for window in zip(*runs))
+        return mean_best(self.plain_windows), mean_best(self.segkit_windows)
 
-def _per_step(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> float:
-    """Seconds per step from the end of step ``warmup`` to the end of step ``warmup + steps``
-    (0-based): the median over its ``every``-step intervals, so that a burst of load elsewhere
-    on a shared machine spoils one interval rather than the figure (as ``timeit`` keeps the best
-    of its repeats)."""
+    @property
+    def window_extra_s(self) -> float:
+        """segkit minus plain seconds per step, each window at its fastest run. Both loops load
+        the same batches in the same window of every run, so load elsewhere, which only ever slows
+        a window, is what differs between runs; the best of many runs of each window (``timeit``'s
+        rule, applied window by window) leaves a burst in one run out of the figure, where a
+        run's median still carries a load that lasted much of that run."""
+        plain, segkit = self._window_bests()
+        return segkit - plain
+
+    @property
+    def window_ratio(self) -> float:
+        """Plain / segkit step time, each window at its fastest run (:attr:`window_extra_s`)."""
+        plain, segkit = self._window_bests()
+        return plain / segkit
+
+
+def _windows(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> list[float]:
+    """Seconds per step in each ``every``-step window from the end of step ``warmup`` to the end
+    of step ``warmup + steps`` (0-based)."""
     marks = list(range(warmup, warmup + steps + 1, every))
     missing = [step for step in (*marks, warmup + steps) if step not in ends]
     if missing or steps % every:
         raise SegkitError(f"no step time recorded for step {missing[0] if missing else warmup + steps}; "
                           f"the run stopped early (see its log), or --steps is not a multiple of {every}")
-    return statistics.median((ends[b] - ends[a]) / every for a, b in zip(marks, marks[1:]))
+    return [(ends[b] - ends[a]) / every for a, b in zip(marks, marks[1:])]
 
 
 def _segkit_train() -> list[str]:
@@ -107,23 +139,24 @@ def segkit_step_ends(run_dir: Path) -> dict[int, float]:
     return {event.step: event.wall_time for event in events.Scalars("train/loss")}
 
 
-def time_segkit(overrides: Sequence[str], warmup: int, steps: int) -> float:
-    """Seconds per step of the ``segkit-train`` command (see the module doc)."""
+def time_segkit(overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
+    """Seconds per step of the ``segkit-train`` command in each window (see the module doc)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         _run([*_segkit_train(), *overrides, f"trainer.max_steps={warmup + steps + 1}",
               "++trainer.limit_val_batches=0", "test=false", f"hydra.run.dir={run_dir}"], Path(tmp) / "segkit.log")
-        return _per_step(segkit_step_ends(run_dir), warmup, steps)
+        return _windows(segkit_step_ends(run_dir), warmup, steps)
 
 
-def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> float:
-    """Seconds per step of the textbook loop (:mod:`segkit.benchmarks.plain_loop`), as a subprocess."""
+def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
+    """Seconds per step of the textbook loop (:mod:`segkit.benchmarks.plain_loop`), as a
+    subprocess, in each window."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "steps.json"
         _run([sys.executable, "-m", "segkit.benchmarks.plain_loop", str(out), str(warmup + steps + 1), *overrides],
              Path(tmp) / "plain.log")
         ends = json.loads(out.read_text())["step_ends"]
-        return _per_step(dict(enumerate(ends)), warmup, steps)
+        return _windows(dict(enumerate(ends)), warmup, steps)
 
 
 def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3) -> ThroughputResult:
@@ -134,7 +167,7 @@ def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: 
 
     Example:
         >>> r = measure_throughput([*TINY_NET, "data.train_size=16", "data.batch_size=2"], steps=10, warmup=9, repeats=1)
-        >>> r.ratio > 0 and len(r.plain) == len(r.segkit) == 1
+        >>> r.ratio > 0 and len(r.plain) == len(r.segkit) == 1 and len(r.plain_windows[0]) == 1
         True
     """
     plain, segkit = [], []
