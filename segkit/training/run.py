@@ -29,7 +29,11 @@ from segkit.models.loading import read_checkpoint
 from segkit.sweeps.pruning import OptunaPruning
 from segkit.training.budget import apply_time_budget
 from segkit.training.build import instantiate_all, instantiate_model, log_run_config
-from segkit.training.idle_hooks import pass_through_profiling_for_free, skip_idle_step_hooks
+from segkit.training.idle_hooks import (
+    pass_through_profiling_for_free,
+    skip_idle_step_hooks,
+    skip_unused_gradient_clipping,
+)
 from segkit.training.provenance import collect_provenance, start_git_probes
 from segkit.training.run_dir import RunDirectory
 from segkit.training.run_record import run_overrides, train_record
@@ -108,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and trainer.loggers:
         log_run_config(cfg, model, trainer.loggers, provenance)
     skip_idle_step_hooks(trainer.callbacks, model)
+    skip_unused_gradient_clipping(trainer, model)
     pass_through_profiling_for_free(trainer)
 
     if cfg.train:
