@@ -76,6 +76,26 @@ def test_throughput_benchmark_times_segkit_train_and_a_plain_loop(tmp_path: Path
                                    "data.train_size=8"]
 
 
+def test_against_itself_times_the_plain_loop_on_both_sides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timed: list[list[str]] = []
+
+    def plain(overrides: list[str], warmup: int, steps: int) -> list[float]:
+        timed.append(list(overrides))  # the same loop each time; a burst of load in the second run
+        return [0.010, 0.020] if len(timed) == 2 else [0.010, 0.012]
+
+    def segkit(*args: object) -> list[float]:
+        raise AssertionError("segkit-train ran in an A/A comparison")
+
+    monkeypatch.setattr(throughput, "time_plain", plain)
+    monkeypatch.setattr(throughput, "time_segkit", segkit)
+    out = tmp_path / "aa.json"
+    assert main(["throughput", "--tiny", "--against-itself", "--repeats", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["throughput"]
+    assert len(timed) == 4 and result["against_itself"]
+    assert result["window_extra_s_per_step"] == pytest.approx(0.0) == result["extra_s_per_step"]
+    assert result["median_extra_s_per_step"] == pytest.approx(0.002)  # run medians 0.011, 0.011 against 0.015, 0.011
+
+
 def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     launched: list[tuple[list[str], Path]] = []
 

@@ -159,8 +159,12 @@ def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> list[float]
         return _windows(dict(enumerate(ends)), warmup, steps)
 
 
-def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3) -> ThroughputResult:
+def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3,
+                       against_itself: bool = False) -> ThroughputResult:
     """Alternate plain and segkit runs ``repeats`` times, each timing ``steps`` steps after ``warmup``.
+
+    ``against_itself`` runs the plain loop in segkit's place: an A/A comparison whose figures,
+    zero but for the machine's noise, show how far that noise moves them.
 
     ``warmup`` and ``warmup + steps`` must be steps whose loss TensorBoard receives (``step + 1``
     a multiple of :data:`LOG_EVERY`, unless the overrides log every step).
@@ -173,5 +177,5 @@ def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: 
     plain, segkit = [], []
     for _ in range(repeats):
         plain.append(time_plain(overrides, warmup, steps))
-        segkit.append(time_segkit(overrides, warmup, steps))
+        segkit.append((time_plain if against_itself else time_segkit)(overrides, warmup, steps))
     return ThroughputResult(plain, segkit, list(overrides), steps)

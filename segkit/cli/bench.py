@@ -5,6 +5,7 @@ Examples::
     segkit-bench                      # every benchmark with its defaults
     segkit-bench throughput --repeats 5 --json bench.json   # segkit-train vs a plain loop
     segkit-bench throughput --tiny    # a net of negligible compute: segkit's fixed cost per step
+    segkit-bench throughput --tiny --against-itself   # the plain loop against itself: the noise
     segkit-bench throughput --override callbacks.progress_bar=null ++trainer.enable_progress_bar=false
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
@@ -44,22 +45,25 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
     overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
     what = "tiny net: segkit - plain = fixed cost per step" if args.tiny else "default net"
-    console.print(f"throughput ({what}): {args.repeats} x (plain loop, segkit-train), each a subprocess with its "
+    second = "plain again (A/A)" if args.against_itself else "segkit-train"
+    if args.against_itself:
+        what += "; the plain loop against itself: the figures show the machine's noise"
+    console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
                   f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; overrides: {' '.join(overrides)}")
     with console.status("throughput: training"):
-        result = measure_throughput(overrides, args.steps, args.warmup, args.repeats)
+        result = measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself)
     table = Table(title=f"Training step time, {' '.join(overrides)}, {torch.get_num_threads()} threads")
     table.add_column("loop")
     table.add_column("ms/step (best)", justify="right")
     table.add_column("median", justify="right")
     table.add_column("runs", justify="right")
-    for name, runs in (("plain PyTorch", result.plain), ("segkit-train", result.segkit)):
+    for name, runs in (("plain PyTorch", result.plain), (second, result.segkit)):
         table.add_row(name, f"{1e3 * min(runs):.2f}", f"{1e3 * statistics.median(runs):.2f}",
                       ", ".join(f"{1e3 * r:.2f}" for r in runs))
     console.print(table)
-    console.print(f"plain / segkit step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
+    console.print(f"plain / {second} step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
                   f"{result.median_ratio:.3f} (medians), {result.window_ratio:.3f} (each window's best run); "
-                  f"segkit - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
+                  f"{second} - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
                   f"{1e3 * result.median_extra_s:.2f} ms (medians), {1e3 * result.window_extra_s:.2f} ms "
                   f"(each window's best run)")
     return {"plain_s_per_step": result.plain, "segkit_s_per_step": result.segkit, "ratio": result.ratio,
@@ -67,7 +71,7 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
             "extra_s_per_step": result.extra_s, "median_extra_s_per_step": result.median_extra_s,
             "window_extra_s_per_step": result.window_extra_s,
             "plain_windows_s_per_step": result.plain_windows, "segkit_windows_s_per_step": result.segkit_windows,
-            "tiny": args.tiny, "overrides": overrides,
+            "tiny": args.tiny, "against_itself": args.against_itself, "overrides": overrides,
             "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
 
 
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--batch-size", type=int, default=8, help="data.batch_size")
     throughput.add_argument("--image-size", type=int, default=64, help="data.image_size")
     throughput.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop")
+    throughput.add_argument("--against-itself", action="store_true",
+                            help="run the plain loop in segkit-train's place (A/A): how far noise moves the figures")
     throughput.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                             help="more segkit-train overrides, e.g. ++trainer.enable_progress_bar=false")
     fcn = parser.add_argument_group("fcn (FCN-8s latency against torchfcn)")
