@@ -1,14 +1,18 @@
-"""The training progress bar redraws on a clock, not every step (each redraw reads the logged
-metrics: a host-device sync on a GPU)."""
+"""The training progress bar redraws on a clock, not every step, and reads the training loss
+only then (a host-device sync on a GPU)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import TINY_MODEL
 from lightning.pytorch.callbacks import RichProgressBar
 
+from segkit.benchmarks.plain_loop import compose_train_config
 from segkit.training import progress
+from segkit.training.run import train
 from segkit.training.progress import SegmentationProgressBar
 
 
@@ -31,3 +35,24 @@ def test_the_epoch_is_shown_without_a_limit_under_a_step_or_time_budget(max_epoc
     bar = SegmentationProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=max_epochs)  # type: ignore[assignment]
     assert bar._get_train_description(3).strip() == expected
+
+
+def test_the_training_loss_is_read_once_per_redraw_not_after_every_step(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning converts each ``prog_bar`` metric to a float (``.item()``: a host-device sync
+    on a GPU) after every batch; the loss reaches the bar only when it redraws."""
+    import lightning.pytorch.trainer.connectors.logger_connector.result as result
+
+    converted: list[object] = []
+    convert = result.convert_tensors_to_scalars
+    monkeypatch.setattr(result, "convert_tensors_to_scalars", lambda value: converted.append(value) or convert(value))
+    shown: list[dict[str, object]] = []
+    get_metrics = SegmentationProgressBar.get_metrics
+    monkeypatch.setattr(SegmentationProgressBar, "get_metrics",
+                        lambda self, trainer, module: shown.append(get_metrics(self, trainer, module)) or shown[-1])
+    cfg = compose_train_config([*TINY_MODEL, "data.image_size=32", "data.batch_size=2", "data.train_size=8",
+                                "trainer.max_steps=12", "++trainer.limit_val_batches=0", "test=false", "logger=csv",
+                                "++trainer.log_every_n_steps=2"], tmp_path / "run")
+    train(cfg)
+    assert converted == []  # nothing converted after the steps
+    assert any("train/loss" in metrics and isinstance(metrics["train/loss"], float) for metrics in shown)

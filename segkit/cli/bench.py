@@ -47,7 +47,7 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     what = "tiny net: segkit - plain = fixed cost per step" if args.tiny else "default net"
     second = "plain again (A/A)" if args.against_itself else "segkit-train"
     if args.against_itself:
-        what += "; the plain loop against itself: the figures show the machine's noise"
+        what = f"{'tiny' if args.tiny else 'default'} net, the plain loop against itself: the machine's noise"
     console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
                   f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; overrides: {' '.join(overrides)}")
     with console.status("throughput: training"):

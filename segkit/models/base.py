@@ -209,7 +209,9 @@ class SegmentationModule(L.LightningModule):
         loss = self.loss(logits, masks, instances)
         self.train_metrics.update(logits.detach(), masks)  # about 0.4 ms a step (batch 8, 64 px, CPU)
         if self._loss_is_written(batch_idx):
-            self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+            # Not prog_bar=True: Lightning would convert it to a float (.item(), a host-device
+            # sync on a GPU) after every step; the progress bar reads it when it redraws.
+            self.log("train/loss", loss, batch_size=logits.shape[0])
         return loss
 
     def _loss_is_written(self, batch_idx: int) -> bool:

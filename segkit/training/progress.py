@@ -1,10 +1,11 @@
 """A progress bar that costs nothing per step: Lightning's rich bar, refreshed on a clock.
 
-Lightning's ``RichProgressBar`` redraws and re-reads the logged metrics after every training
-batch. Reading them calls ``.item()`` on each, which on a GPU waits for the step to finish (a
-host-device sync every step), and the redraw costs a fraction of a millisecond on a CPU. A person
-reads a bar a few times a second at most, so this one does both at most every
-``refresh_every_s`` seconds while training, and at an epoch's last batch. Validation, test and
+Lightning's ``RichProgressBar`` redraws after every training batch, at a fraction of a
+millisecond on a CPU, and a metric logged with ``prog_bar=True`` is converted to a float
+(``.item()``, which on a GPU waits for the step to finish: a host-device sync) after every
+batch, whether or not it was logged in it. A person reads a bar a few times a second at most,
+so this one redraws at most every ``refresh_every_s`` seconds while training, and at an epoch's
+last batch; the training loss, logged without ``prog_bar``, is read as it redraws. Validation, test and
 predict bars behave as Lightning's. Without an epoch limit (``trainer.max_epochs=-1``, a step or
 time budget) the bar says "Epoch 3", not Lightning's "Epoch 3/-2".
 """
@@ -16,6 +17,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+# The loss the training bar shows: segkit's modules log it every trainer.log_every_n_steps.
+TRAIN_LOSS = "train/loss"
 
 
 class SegmentationProgressBar(RichProgressBar):
@@ -41,6 +47,14 @@ class SegmentationProgressBar(RichProgressBar):
             return
         self._refreshed_at = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+        """Lightning's bar metrics plus the latest training loss, read (one ``.item()``) only here."""
+        items = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)
+        if loss is not None and trainer.state.fn == TrainerFn.FITTING:  # validation bars too
+            items[TRAIN_LOSS] = loss.item()
+        return items
 
     def _get_train_description(self, current_epoch: int) -> str:
         # Lightning writes "Epoch 0/-2" for max_epochs=-1 (segkit's step and time budgets).
