@@ -7,10 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import TINY_MODEL
+from helpers import TINY_MODEL, task_config
 from lightning.pytorch.callbacks import RichProgressBar
 
-from segkit.benchmarks.plain_loop import compose_train_config
 from segkit.training import progress
 from segkit.training.run import train
 from segkit.training.progress import SegmentationProgressBar
@@ -50,7 +49,7 @@ def test_the_training_loss_is_read_once_per_redraw_not_after_every_step(tmp_path
     get_metrics = SegmentationProgressBar.get_metrics
     monkeypatch.setattr(SegmentationProgressBar, "get_metrics",
                         lambda self, trainer, module: shown.append(get_metrics(self, trainer, module)) or shown[-1])
-    cfg = compose_train_config([*TINY_MODEL, "data.image_size=32", "data.batch_size=2", "data.train_size=8",
+    cfg = task_config("train", [*TINY_MODEL, "data.image_size=32", "data.batch_size=2", "data.train_size=8",
                                 "trainer.max_steps=12", "++trainer.limit_val_batches=0", "test=false", "logger=csv",
                                 "++trainer.log_every_n_steps=2"], tmp_path / "run")
     train(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import TINY_MODEL
+from helpers import TINY_MODEL, task_config
 from omegaconf import open_dict
 
 from segkit.benchmarks.plain_loop import compose_train_config, plain_step_ends
@@ -113,7 +113,7 @@ def test_gradient_clipping_is_skipped_only_when_nothing_is_clipped(tmp_path: Pat
     from segkit.training.run import train
 
     overrides = [*OVERRIDES, "trainer.max_steps=3", "++trainer.limit_val_batches=0", "test=false", "logger=csv"]
-    cfg = compose_train_config([*overrides, *([f"++trainer.gradient_clip_val={clip}"] if clip else [])], tmp_path / "run")
+    cfg = task_config("train", [*overrides, *([f"++trainer.gradient_clip_val={clip}"] if clip else [])], tmp_path / "run")
     with open_dict(cfg):
         cfg.callbacks.norms = {"_target_": f"{__name__}.GradientNorms"}
     train(cfg)

@@ -5,9 +5,9 @@ millisecond on a CPU, and a metric logged with ``prog_bar=True`` is converted to
 (``.item()``, which on a GPU waits for the step to finish: a host-device sync) after every
 batch, whether or not it was logged in it. A person reads a bar a few times a second at most,
 so this one redraws at most every ``refresh_every_s`` seconds while training, and at an epoch's
-last batch; the training loss, logged without ``prog_bar``, is read as it redraws. Validation, test and
-predict bars behave as Lightning's. Without an epoch limit (``trainer.max_epochs=-1``, a step or
-time budget) the bar says "Epoch 3", not Lightning's "Epoch 3/-2".
+last batch; the training loss, logged without ``prog_bar``, is read as it redraws. Validation,
+test and predict bars behave as Lightning's. Without an epoch limit (``trainer.max_epochs=-1``,
+a step or time budget) the bar says "Epoch 3", not Lightning's "Epoch 3/-2".
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class SegmentationProgressBar(RichProgressBar):
         """Lightning's bar metrics plus the latest training loss, read (one ``.item()``) only here."""
         items = super().get_metrics(trainer, pl_module)
         loss = trainer.callback_metrics.get(TRAIN_LOSS)
-        if loss is not None and trainer.state.fn == TrainerFn.FITTING:  # validation bars too
+        if loss is not None and trainer.state.fn == TrainerFn.FITTING:  # fit's validation too, not test
             items[TRAIN_LOSS] = loss.item()
         return items
 
