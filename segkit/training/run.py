@@ -28,6 +28,7 @@ from segkit.errors import SegkitError
 from segkit.models.loading import read_checkpoint
 from segkit.sweeps.pruning import OptunaPruning
 from segkit.training.budget import apply_time_budget
+from segkit.training.cuda_check import skip_failing_nvml_check
 from segkit.training.build import instantiate_all, instantiate_model, log_run_config
 from segkit.training.idle_hooks import (
     pass_through_profiling_for_free,
@@ -114,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     skip_idle_step_hooks(trainer.callbacks, model)
     skip_unused_gradient_clipping(trainer, model)
     pass_through_profiling_for_free(trainer)
+    skip_failing_nvml_check()
 
     if cfg.train:
         if ckpt_path and trainer.is_global_zero:
