@@ -3,9 +3,10 @@
 It composes the same ``train`` config as ``segkit-train OVERRIDES``, builds the same data module
 and net from it with the same seed (in the same memory order: ``model.channels_last``), and runs
 the textbook loop over the same training loader, setting each epoch as Lightning does (so both
-loops load the same batches): forward, cross-entropy, ``zero_grad``, backward, AdamW step. It
-records the time at the end of every step, as ``segkit-train``'s TensorBoard events do, and
-writes them to a JSON file.
+loops load the same batches): forward, cross-entropy, ``zero_grad``, backward, AdamW step. Like
+a loop that never imported Lightning, it does not try to load NVML at every optimiser step
+(:mod:`segkit.training.cuda_check`). It records the time at the end of every step, as
+``segkit-train``'s TensorBoard events do, and writes them to a JSON file.
 
 Example::
 
