@@ -31,8 +31,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segkit.config_dir import config_dir
-from segkit.training.cuda_check import skip_failing_nvml_check
 from segkit.training.build import instantiate_model
+from segkit.training.cuda_check import skip_failing_nvml_check
 
 
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
@@ -50,7 +50,7 @@ def plain_step_ends(overrides: Sequence[str], steps: int,
     ``before_step(i)`` is called as step ``i`` starts, before its batch is loaded."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train_config(overrides, Path(tmp))
-    # A loop that never imported Lightning asks torch for CUDA without NVML (see the module);
+    # A loop that never imported Lightning asks torch for CUDA without NVML (segkit.training.cuda_check);
     # segkit-train does the same, so neither pays a failed library load per optimiser step.
     skip_failing_nvml_check()
     L.seed_everything(cfg.seed, verbose=False)
