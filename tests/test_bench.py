@@ -94,6 +94,7 @@ def test_against_itself_times_the_plain_loop_on_both_sides(tmp_path: Path, monke
     assert len(timed) == 4 and result["against_itself"]
     assert result["window_extra_s_per_step"] == pytest.approx(0.0) == result["extra_s_per_step"]
     assert result["median_extra_s_per_step"] == pytest.approx(0.002)  # run medians 0.011, 0.011 against 0.015, 0.011
+    assert result["paired_extra_s_per_step"] == pytest.approx(0.002)  # pairs 0.015 - 0.011, 0.011 - 0.011
 
 
 def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,6 +136,16 @@ def test_a_burst_of_load_spoils_one_window_not_the_figure() -> None:
     assert result.median_extra_s == pytest.approx(1.6)  # (1.2 + 4.0) / 2 - 1.0: the long burst counts
     assert result.window_extra_s == pytest.approx(0.2)  # each window at its best run
     assert result.window_ratio == pytest.approx(1.0 / 1.2)
+
+
+def test_the_median_pair_leaves_out_a_quiet_spell_that_only_one_loop_caught() -> None:
+    # Undisturbed, plain takes 1.0 s a step and segkit 1.2 s. The machine was 1.5 times slower
+    # for pairs 2 and 3, and quiet only for pair 1's plain run: its segkit run took a burst.
+    result = throughput.ThroughputResult(plain_windows=[[1.0], [1.5], [1.5]], segkit_windows=[[1.4], [1.7], [1.7]],
+                                         overrides=[], steps=10)
+    assert result.extra_s == pytest.approx(0.4)  # best runs: plain's from the quiet spell, segkit's not
+    assert result.paired_extra_s == pytest.approx(0.2)  # pairs 0.4, 0.2, 0.2
+    assert result.paired_ratio == pytest.approx(1.5 / 1.7)
 
 
 def test_the_plain_loop_loads_the_batches_segkit_train_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ config, data module, seed and net, and the textbook loop over the same training 
 same batches at every step). Both are timed from the end of step ``warmup`` to the end of step
 ``warmup + steps`` in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift
 in the machine's load hits both alike. :class:`ThroughputResult` gives the best and the median
-runs, each run at the median of its windows, and each window at its fastest run.
+runs, each run at the median of its windows, each window at its fastest run, and the median
+over the alternated pairs of runs.
 
 With :data:`TINY_NET` the net's own work is negligible: segkit's step time minus the plain
 loop's is then segkit's fixed cost per step.
@@ -78,6 +79,19 @@ class ThroughputResult:
     def median_ratio(self) -> float:
         """Median over median, for comparison: noisier where load comes and goes."""
         return statistics.median(self.plain) / statistics.median(self.segkit)
+
+    @property
+    def paired_extra_s(self) -> float:
+        """segkit minus plain seconds per step, the median over the alternations of each segkit
+        run minus the plain run just before it. The two runs of a pair share the machine's state
+        of those minutes, so load that drifts over the whole benchmark cancels within each pair,
+        and a burst that spoils one run spoils one pair, which the median leaves out."""
+        return statistics.median(s - p for p, s in zip(self.plain, self.segkit))
+
+    @property
+    def paired_ratio(self) -> float:
+        """Plain / segkit step time, the median over the alternations (:attr:`paired_extra_s`)."""
+        return statistics.median(p / s for p, s in zip(self.plain, self.segkit))
 
     def _window_bests(self) -> tuple[float, float]:
         """Each loop's mean over windows of the window's fastest run."""

@@ -62,14 +62,16 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
                       ", ".join(f"{1e3 * r:.2f}" for r in runs))
     console.print(table)
     console.print(f"plain / {second} step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
-                  f"{result.median_ratio:.3f} (medians), {result.window_ratio:.3f} (each window's best run); "
+                  f"{result.median_ratio:.3f} (medians), {result.window_ratio:.3f} (each window's best run), "
+                  f"{result.paired_ratio:.3f} (median pair); "
                   f"{second} - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
                   f"{1e3 * result.median_extra_s:.2f} ms (medians), {1e3 * result.window_extra_s:.2f} ms "
-                  f"(each window's best run)")
+                  f"(each window's best run), {1e3 * result.paired_extra_s:.2f} ms (median pair)")
     return {"plain_s_per_step": result.plain, "segkit_s_per_step": result.segkit, "ratio": result.ratio,
             "median_ratio": result.median_ratio, "window_ratio": result.window_ratio,
             "extra_s_per_step": result.extra_s, "median_extra_s_per_step": result.median_extra_s,
             "window_extra_s_per_step": result.window_extra_s,
+            "paired_ratio": result.paired_ratio, "paired_extra_s_per_step": result.paired_extra_s,
             "plain_windows_s_per_step": result.plain_windows, "segkit_windows_s_per_step": result.segkit_windows,
             "tiny": args.tiny, "against_itself": args.against_itself, "overrides": overrides,
             "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
