@@ -43,6 +43,8 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
 # weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
 NOT_HPARAMS = ("optimizer", "scheduler", "channels_last", "compile", "data_spec")
+# The training loss's logged key, which the progress bar reads back.
+TRAIN_LOSS = "train/loss"
 
 
 def check_optimizer(factory: OptimizerFactory | None) -> None:
@@ -211,7 +213,7 @@ class SegmentationModule(L.LightningModule):
         if self._loss_is_written(batch_idx):
             # Not prog_bar=True: Lightning would convert it to a float (.item(), a host-device
             # sync on a GPU) after every step; the progress bar reads it when it redraws.
-            self.log("train/loss", loss, batch_size=logits.shape[0])
+            self.log(TRAIN_LOSS, loss, batch_size=logits.shape[0])
         return loss
 
     def _loss_is_written(self, batch_idx: int) -> bool:

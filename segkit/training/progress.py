@@ -19,9 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
-
-# The loss the training bar shows: segkit's modules log it every trainer.log_every_n_steps.
-TRAIN_LOSS = "train/loss"
+from segkit.models.base import TRAIN_LOSS  # the loss the bar shows, logged every trainer.log_every_n_steps
 
 
 class SegmentationProgressBar(RichProgressBar):

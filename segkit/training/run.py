@@ -28,8 +28,8 @@ from segkit.errors import SegkitError
 from segkit.models.loading import read_checkpoint
 from segkit.sweeps.pruning import OptunaPruning
 from segkit.training.budget import apply_time_budget
-from segkit.training.cuda_check import skip_failing_nvml_check
 from segkit.training.build import instantiate_all, instantiate_model, log_run_config
+from segkit.training.cuda_check import skip_failing_nvml_check
 from segkit.training.idle_hooks import (
     pass_through_profiling_for_free,
     skip_idle_step_hooks,
