@@ -213,3 +213,26 @@ def test_counts_equal_boolean_indexing_for_every_ignore_rule(ignore_index: int |
     metric.update(logits, target)
     assert torch.equal(metric.confmat, expected)
     assert target.min() == -3  # the update left its inputs alone
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+@pytest.mark.parametrize("ignore_index", [255, 1])
+def test_the_update_reads_nothing_back_from_the_device(ignore_index: int, num_classes: int) -> None:
+    # On PyTorch's meta device an op that needs the data on the host raises (torch.bincount
+    # sizes its output from the largest value): on a GPU that is a sync in every training step.
+    metric = SegmentationMetrics(num_classes, ignore_index=ignore_index).to("meta")
+    metric.update(torch.randn(2, num_classes, 7, 5, device="meta"), torch.zeros(2, 7, 5, dtype=torch.long, device="meta"))
+    assert metric.confmat.shape == (num_classes, num_classes)
+
+
+def test_uint8_masks_count_as_their_int64_copies() -> None:
+    # Two classes: the prediction is a comparison (bool); bool + uint8 stays uint8 in torch and
+    # would wrap target * C + pred around 256.
+    generator = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 2, (2, 9, 11), generator=generator).to(torch.uint8)
+    target[:, :2] = 255
+    logits = torch.randn(2, 2, 9, 11, generator=generator)
+    as_uint8, as_int64 = SegmentationMetrics(2), SegmentationMetrics(2)
+    as_uint8.update(logits, target)
+    as_int64.update(logits, target.long())
+    assert torch.equal(as_uint8.confmat, as_int64.confmat) and as_int64.confmat.sum() == 2 * 7 * 11

@@ -120,6 +120,33 @@ def test_every_loss_file_builds_and_gives_a_finite_loss_with_gradients() -> None
         assert math.isfinite(value.item()) and logits.grad is not None and logits.grad.abs().sum() > 0, path.stem
 
 
+# The U-Net weight map is computed on the host from the masks' distance transforms (scipy).
+HOST_READS = {"weight_map"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "model" / "loss").glob("*.yaml")))
+def test_a_loss_reads_nothing_back_from_the_device(name: str) -> None:
+    """On PyTorch's meta device every op that needs the data on the host raises (``.item()``,
+    ``if tensor``): each is a host-device sync on a GPU, in every training step."""
+    if name in HOST_READS:
+        pytest.skip(f"{name} computes its weights on the host")
+    loss = build_loss(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "loss" / f"{name}.yaml")), C, IGNORE)
+    logits = torch.randn(2, C, 5, 4, device="meta", requires_grad=True)
+    value = loss.to("meta")(logits, torch.zeros(2, 5, 4, dtype=torch.long, device="meta"))
+    value.backward()
+    assert value.shape == () and logits.grad is not None
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+def test_dice_with_nothing_to_score_is_a_zero_that_keeps_the_graph(include_background: bool) -> None:
+    logits, targets = batch()
+    logits.requires_grad_(True)
+    targets = torch.full_like(targets, IGNORE) if include_background else torch.zeros_like(targets)
+    value = DiceLoss(C, IGNORE, include_background=include_background)(logits, targets)
+    value.backward()
+    assert value.item() == 0.0 and logits.grad is not None and not logits.grad.any()
+
+
 def test_the_dice_ce_sum_is_cross_entropy_plus_dice() -> None:
     logits, targets = batch()
     both = build_loss({"name": "sum", "terms": [{"name": "cross_entropy"}, {"name": "dice", "weight": 0.5}]}, C, IGNORE)

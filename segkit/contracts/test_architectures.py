@@ -6,6 +6,7 @@ segkit or in a plugin package) is picked up here with no edit: it is built from 
 shrunk by its class's ``contract_size``, and must
 - keep the input's height and width at odd sizes,
 - send gradients to every trainable parameter,
+- train a step without reading from the device (no host-device sync),
 - reload from a checkpoint with ``weights_only=True`` and no arguments, computing the same,
 - export to ONNX that computes what PyTorch does at a size the trace never saw,
 - train, validate and test through ``segkit-train`` (fast_dev_run) in bf16-mixed precision.
@@ -94,6 +95,22 @@ def test_gradients_reach_every_trainable_parameter(model: str) -> None:
     assert trainable
     unreached = [name for name, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
     assert not unreached, f"no gradient reaches {unreached}"
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer here
+@pytest.mark.parametrize("model", MODELS)
+def test_a_training_step_reads_nothing_back_from_the_device(model: str) -> None:
+    """On PyTorch's meta device (shapes, no data) every op whose result needs the data on the
+    host raises: ``.item()``, ``if tensor``, ``torch.bincount``, boolean indexing. Each is a
+    host-device sync on a GPU, and a training step must not wait for one every step."""
+    module = build(model).train()
+    if module.training_step_host_read is not None:
+        pytest.skip(f"model={model} reads from the device on purpose: {module.training_step_host_read}")
+    module.to("meta")
+    module.configure_model()
+    images, masks = torch.randn(2, IN_CHANNELS, 40, 44, device="meta"), torch.zeros(2, 40, 44, dtype=torch.long, device="meta")
+    loss = module.training_step((images, masks), 0)
+    assert loss.device.type == "meta" and loss.shape == ()
 
 
 @pytest.mark.parametrize("model", MODELS)

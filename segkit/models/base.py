@@ -103,6 +103,9 @@ class SegmentationModule(L.LightningModule):
     # Import names of optional packages the architecture needs (``segmentation_models_pytorch``):
     # the contract and the tests skip it, rather than fail, where one is not installed.
     requires_packages: ClassVar[tuple[str, ...]] = ()
+    # Why a training step reads from the device on purpose (a host-device sync every step on a
+    # GPU), or None: the architecture contract checks on PyTorch's meta device that nothing does.
+    training_step_host_read: ClassVar[str | None] = None
     # Test-time augmentation of validation and test logits (segkit-eval's inference.tta): a
     # plain attribute, neither a hyperparameter nor saved in checkpoints; None: one plain pass.
     test_time_augmentation: TestTimeAugmentation | None = None

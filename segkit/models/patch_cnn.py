@@ -32,6 +32,8 @@ class PatchCNNModule(SegmentationModule):
     """
 
     contract_size: ClassVar[dict[str, Any]] = {"preset": "n1", "maps": 4, "hidden": 8}
+    training_step_host_read: ClassVar[str | None] = (
+        "the class-balanced windows are drawn from each whole-image mask (data=patches draws them in the loader)")
 
     def __init__(
         self,

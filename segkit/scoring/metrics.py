@@ -58,7 +58,8 @@ def scores_from_confusion(hist: torch.Tensor) -> dict[str, torch.Tensor]:
 class SegmentationMetrics(MulticlassConfusionMatrix):
     """torchmetrics confusion matrix (its state, DDP sum and reset) whose ``compute`` returns every score.
 
-    ``update`` is segkit's own: one bincount over all pixels, invalid ones in a dropped bin.
+    ``update`` is segkit's own: one scatter-add over all pixels, invalid ones in a dropped bin,
+    with no host-device sync (it runs in every training step).
 
     ``update`` takes logits ``(N, C, H, W)`` or class indices ``(N, H, W)`` and targets
     ``(N, H, W)``; target pixels equal to ``ignore_index`` or outside ``[0, C)`` are ignored.
@@ -93,16 +94,22 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             else:  # max(...).indices, not argmax: same first-max tie rule, ~8x faster on CPU over dim 1
                 preds = preds.max(dim=1).indices
         cells = num_classes * num_classes
-        bins = torch.add(preds, target, alpha=num_classes)  # target * C + preds, preds in [0, C)
+        # int64 whatever the masks' dtype (a no-op for int64): a two-class prediction (bool) plus a
+        # uint8 mask would stay uint8 and overflow; scatter_add_ takes int64 indices only.
+        bins = torch.add(preds, target.long(), alpha=num_classes)  # target * C + preds, preds in [0, C)
         if ignore is None or not 0 <= ignore < num_classes:
             # One pass: a target in [0, C) lands in [0, C*C), a negative one below it, one >= C
-            # (the ignore index included) above it; both are clamped into a dropped bin. Half
-            # the elementwise passes of building a valid-pixel mask (a train step runs this).
-            counts = torch.bincount(bins.clamp_(-1, cells).add_(1).flatten(), minlength=cells + 2)[1:-1]
-        else:  # an ignored class inside [0, C): mask it explicitly
+            # (the ignore index included) above it; clamped and shifted, they land in bins 0 and
+            # C*C + 1. Half the elementwise passes of building a valid-pixel mask (a train step runs this).
+            flat, first = bins.clamp_(-1, cells).add_(1).flatten(), 1
+        else:  # an ignored class inside [0, C): mask it explicitly, into bin C*C
             valid = (target >= 0) & (target < num_classes) & (target != ignore)
-            counts = torch.bincount(torch.where(valid, bins, cells).flatten(), minlength=cells + 1)[:-1]
-        self.confmat += counts.reshape(num_classes, num_classes)
+            flat, first = torch.where(valid, bins, cells).flatten(), 0
+        # A scatter-add into a fixed number of bins, not torch.bincount: bincount reads the
+        # largest value back to size its output, a host-device sync every step on a GPU.
+        counts = torch.zeros(cells + 2, dtype=torch.long, device=flat.device)
+        counts.scatter_add_(0, flat, torch.ones_like(flat))
+        self.confmat += counts[first:first + cells].reshape(num_classes, num_classes)
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return scores_from_confusion(self.confmat)

@@ -92,9 +92,10 @@ class DiceLoss(nn.Module):
         counted = truth > 0 if self.smooth == 0 else torch.ones_like(truth, dtype=torch.bool)
         if not self.include_background:
             counted[0] = False
-        if not counted.any():
-            return (logits * 0).sum()  # nothing to score: a zero that keeps the graph
-        return 1 - dice[counted].mean()
+        # The mean over the counted classes, without reading them back to the host (no
+        # host-device sync in a training step): with none counted, a zero that keeps the graph.
+        mean = (dice * counted).sum() / counted.sum().clamp(min=1)
+        return torch.where(counted.any(), 1 - mean, (logits * 0).sum())
 
 
 class FocalLoss(nn.Module):
