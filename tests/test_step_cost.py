@@ -9,16 +9,21 @@ look at is printed. Step times are the benchmark's business (``segkit-bench thro
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from helpers import TINY_MODEL, task_config
+from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from omegaconf import open_dict
 
 from segkit.benchmarks.plain_loop import compose_train_config, plain_step_ends
+from segkit.training.idle_hooks import store_training_step_signature
 
 # Steps [FIRST, LAST) are counted: two of them (19, 29) write the loss to TensorBoard, as one in
 # every trainer.log_every_n_steps (10) does in any run.
@@ -30,6 +35,7 @@ OVERRIDES = ["data.image_size=32", "data.batch_size=2", "data.num_workers=0", *T
 # pass-through profiler's shared null context, the module's fast _current_fx_name), then about
 # 1500-1520 with the progress figure and the throttled TensorBoard flush, the gradient-clipping
 # hook skipped (the count moves by a few tens between runs: the progress bar redraws on a clock);
+# 2026-12-06: 1437 (the training_step signature stored, not rebuilt by inspect every step);
 # raise it only with a reason stated here.
 BUDGET_CALLS_PER_STEP = 1600
 
@@ -122,3 +128,34 @@ def test_gradient_clipping_is_skipped_only_when_nothing_is_clipped(tmp_path: Pat
         assert not GradientNorms.hook_kept and min(GradientNorms.norms) > 1e-2
     else:  # the trainer's clipping still applies, through Lightning's own hook
         assert GradientNorms.hook_kept and max(GradientNorms.norms) <= clip * 1.001
+
+
+def _decorated(step: Callable[..., object]) -> Callable[..., object]:
+    @functools.wraps(step)
+    def wrapper(*args: object) -> object:
+        return step(*args)
+    return wrapper
+
+
+class _WithIndex(L.LightningModule):
+    def training_step(self, batch: object, batch_idx: int) -> None: ...
+
+
+class _WithoutIndex(L.LightningModule):
+    def training_step(self, batch: object) -> None: ...
+
+
+class _Decorated(L.LightningModule):
+    training_step = _decorated(_WithoutIndex.training_step)  # the wrapper takes *args
+
+
+@pytest.mark.parametrize("module_class", [_WithIndex, _WithoutIndex, _Decorated])
+def test_the_stored_training_step_signature_gives_lightning_the_same_answers(module_class: type) -> None:
+    module = module_class()
+    before = inspect.getfullargspec(module.training_step)
+    takes_index = is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
+    assert store_training_step_signature(module) and not store_training_step_signature(module)
+    assert "__signature__" in vars(module_class.training_step)
+    assert inspect.getfullargspec(module.training_step) == before
+    assert is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2) == takes_index
+    assert takes_index == (module_class is _WithIndex)  # Lightning unwraps a decorated step itself

@@ -15,12 +15,14 @@ profiler (``trainer.profiler: null``) that is Lightning's ``PassThroughProfiler`
 ``profile`` is still a generator-based context manager: about 40 of them per step, each a few
 Python-level calls. :func:`pass_through_profiling_for_free` gives that profiler one shared
 null context instead; a real profiler (``trainer.profiler=simple``, ``advanced``, ...) is left
-as it is.
+as it is. :func:`store_training_step_signature` saves Lightning from rebuilding the signature of
+``training_step`` at every step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterable
 
 import lightning as L
@@ -102,4 +104,27 @@ def pass_through_profiling_for_free(trainer: L.Trainer) -> bool:
     if type(trainer.profiler) is not PassThroughProfiler:
         return False
     trainer.profiler.profile = _shared_null_context  # type: ignore[method-assign]
+    return True
+
+
+def store_training_step_signature(module: L.LightningModule) -> bool:
+    """Store the signature of ``module``'s ``training_step`` function on it (``__signature__``);
+    return whether it was not stored already.
+
+    Before every training step Lightning asks ``inspect.getfullargspec(training_step)`` whether
+    the method takes ``batch_idx``, and inspect builds the signature from the code object each
+    time (about 10 us on a 2-core CPU); a stored ``__signature__`` is what inspect returns first
+    (about 4 us). It is the function's own signature, so every answer is the same.
+
+    Example:
+        >>> class Module(L.LightningModule):
+        ...     def training_step(self, batch, batch_idx): ...
+        >>> store_training_step_signature(Module()), inspect.getfullargspec(Module().training_step).args
+        (True, ['self', 'batch', 'batch_idx'])
+    """
+    function = type(module).training_step
+    if not inspect.isfunction(function) or "__signature__" in vars(function):
+        return False
+    # Not following __wrapped__, as getfullargspec does not: a decorated step gets the same answer.
+    function.__signature__ = inspect.signature(function, follow_wrapped=False)  # type: ignore[attr-defined]
     return True

@@ -34,6 +34,7 @@ from segkit.training.idle_hooks import (
     pass_through_profiling_for_free,
     skip_idle_step_hooks,
     skip_unused_gradient_clipping,
+    store_training_step_signature,
 )
 from segkit.training.provenance import collect_provenance, start_git_probes
 from segkit.training.run_dir import RunDirectory
@@ -115,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     skip_idle_step_hooks(trainer.callbacks, model)
     skip_unused_gradient_clipping(trainer, model)
     pass_through_profiling_for_free(trainer)
+    store_training_step_signature(model)
     skip_failing_nvml_check()
 
     if cfg.train:
