@@ -95,7 +95,7 @@ class DiceLoss(nn.Module):
         # The mean over the counted classes, without reading them back to the host (no
         # host-device sync in a training step): with none counted, a zero that keeps the graph.
         mean = (dice * counted).sum() / counted.sum().clamp(min=1)
-        return torch.where(counted.any(), 1 - mean, (logits * 0).sum())
+        return (1 - mean) * counted.any()
 
 
 class FocalLoss(nn.Module):
