@@ -59,7 +59,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     """torchmetrics confusion matrix (its state, DDP sum and reset) whose ``compute`` returns every score.
 
     ``update`` is segkit's own: one scatter-add over all pixels, invalid ones in a dropped bin,
-    with no host-device sync (it runs in every training step).
+    with no host-device sync on a GPU (it runs in every training step).
 
     ``update`` takes logits ``(N, C, H, W)`` or class indices ``(N, H, W)`` and targets
     ``(N, H, W)``; target pixels equal to ``ignore_index`` or outside ``[0, C)`` are ignored.
@@ -105,11 +105,13 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         else:  # an ignored class inside [0, C): mask it explicitly, into bin C*C
             valid = (target >= 0) & (target < num_classes) & (target != ignore)
             flat, first = torch.where(valid, bins, cells).flatten(), 0
-        # A scatter-add into a fixed number of bins, not torch.bincount: bincount reads the
-        # largest value back to size its output, a host-device sync every step on a GPU.
+        # A scatter-add into fixed bins, not torch.bincount: bincount reads the largest value back
+        # to size its output, a host-device sync in every training step on a GPU (on this CPU both
+        # take the same time).
         counts = torch.zeros(cells + 2, dtype=torch.long, device=flat.device)
         counts.scatter_add_(0, flat, torch.ones_like(flat))
-        self.confmat += counts[first:first + cells].reshape(num_classes, num_classes)
+        # In place: `self.confmat += ...` would go through Metric's and Module's __setattr__.
+        self.confmat.add_(counts[first:first + cells].reshape(num_classes, num_classes))
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return scores_from_confusion(self.confmat)
