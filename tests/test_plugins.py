@@ -96,8 +96,8 @@ def test_both_contracts_run_against_the_plugin(installed: dict[str, str], tmp_pa
     proc = command(installed, tmp_path, "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "segkit.contracts",
                    "-k", "toy or rectangles", ok=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    # Architecture: 6 (bf16 fast_dev_run included); data: 4.
-    assert "10 passed" in proc.stdout, proc.stdout[-2000:]
+    # Architecture: 7 (bf16 fast_dev_run and the meta-device step included); data: 4.
+    assert "11 passed" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_without_the_plugin_its_checkpoint_is_refused_in_one_line(trained: Path, tmp_path: Path) -> None:
