@@ -221,7 +221,8 @@ def test_the_update_reads_nothing_back_from_the_device(ignore_index: int, num_cl
     # On PyTorch's meta device an op that needs the data on the host raises (torch.bincount
     # sizes its output from the largest value): on a GPU that is a sync in every training step.
     metric = SegmentationMetrics(num_classes, ignore_index=ignore_index).to("meta")
-    metric.update(torch.randn(2, num_classes, 7, 5, device="meta"), torch.zeros(2, 7, 5, dtype=torch.long, device="meta"))
+    logits = torch.randn(2, num_classes, 7, 5, device="meta")
+    metric.update(logits, torch.zeros(2, 7, 5, dtype=torch.long, device="meta"))
     assert metric.confmat.shape == (num_classes, num_classes)
 
 

@@ -108,7 +108,8 @@ def test_a_training_step_reads_nothing_back_from_the_device(model: str) -> None:
         pytest.skip(f"model={model} reads from the device on purpose: {module.training_step_host_read}")
     module.to("meta")
     module.configure_model()
-    images, masks = torch.randn(2, IN_CHANNELS, 40, 44, device="meta"), torch.zeros(2, 40, 44, dtype=torch.long, device="meta")
+    images = torch.randn(2, IN_CHANNELS, 40, 44, device="meta")
+    masks = torch.zeros(2, 40, 44, dtype=torch.long, device="meta")
     loss = module.training_step((images, masks), 0)
     assert loss.device.type == "meta" and loss.shape == ()
 
