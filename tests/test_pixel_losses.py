@@ -27,6 +27,11 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return logits, targets
 
 
+def loss_from_file(name: str) -> torch.nn.Module:
+    """The loss ``conf/model/loss/<name>.yaml`` configures, for C classes and the IGNORE label."""
+    return build_loss(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "loss" / f"{name}.yaml")), C, IGNORE)
+
+
 def pixels(logits: torch.Tensor, targets: torch.Tensor) -> list[tuple[np.ndarray, int]]:
     """``(softmax probabilities, label)`` of every valid pixel."""
     probs = logits.softmax(dim=1).numpy()
@@ -101,7 +106,7 @@ def test_focal_loss_without_focusing_or_alpha_is_cross_entropy() -> None:
 
 @pytest.mark.parametrize("name", ["cross_entropy", "dice", "focal", "dice_ce", "weight_map"])
 def test_ignored_pixels_change_nothing_whatever_their_logits(name: str) -> None:
-    loss = build_loss(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "loss" / f"{name}.yaml")), C, IGNORE)
+    loss = loss_from_file(name)
     logits, targets = batch()
     changed = logits.clone()
     changed[0, :, 0, :] = torch.randn(C, 4) * 10  # row 0 of image 0 is ignored
@@ -130,7 +135,7 @@ def test_a_loss_reads_nothing_back_from_the_device(name: str) -> None:
     ``if tensor``): each is a host-device sync on a GPU, in every training step."""
     if name in HOST_READS:
         pytest.skip(f"{name} computes its weights on the host")
-    loss = build_loss(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "loss" / f"{name}.yaml")), C, IGNORE)
+    loss = loss_from_file(name)
     logits = torch.randn(2, C, 5, 4, device="meta", requires_grad=True)
     value = loss.to("meta")(logits, torch.zeros(2, 5, 4, dtype=torch.long, device="meta"))
     value.backward()
