@@ -5,7 +5,10 @@ millisecond on a CPU, and a metric logged with ``prog_bar=True`` is converted to
 (``.item()``, which on a GPU waits for the step to finish: a host-device sync) after every
 batch, whether or not it was logged in it. A person reads a bar a few times a second at most,
 so this one redraws at most every ``refresh_every_s`` seconds while training, and at an epoch's
-last batch; the training loss, logged without ``prog_bar``, is read as it redraws. Validation,
+last batch; the training loss, logged without ``prog_bar``, is read as it redraws. The thread
+that draws the bar wakes on the same clock: Lightning's wakes 100 times a second (its
+``refresh_rate``), and each wake takes the interpreter lock from the training loop and, on a
+machine with few cores, the CPU from one of torch's threads. Validation,
 test and predict bars behave as Lightning's. Without an epoch limit (``trainer.max_epochs=-1``,
 a step or time budget) the bar says "Epoch 3", not Lightning's "Epoch 3/-2".
 """
@@ -33,6 +36,9 @@ class SegmentationProgressBar(RichProgressBar):
     """
 
     def __init__(self, *args: Any, refresh_every_s: float = 0.25, **kwargs: Any) -> None:
+        # Lightning's refresh_rate is the drawing thread's wakes a second (default 100); the bar
+        # changes at most every refresh_every_s, so the thread need not look more often.
+        kwargs.setdefault("refresh_rate", 1 / refresh_every_s)
         super().__init__(*args, **kwargs)
         self.refresh_every_s = refresh_every_s
         self._refreshed_at = float("-inf")
