@@ -3,6 +3,7 @@ only then (a host-device sync on a GPU)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,3 +56,25 @@ def test_the_training_loss_is_read_once_per_redraw_not_after_every_step(tmp_path
     train(cfg)
     assert converted == []  # nothing converted after the steps
     assert any("train/loss" in metrics and isinstance(metrics["train/loss"], float) for metrics in shown)
+
+
+def test_the_drawing_thread_looks_for_changes_on_the_same_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's thread wakes 100 times a second, taking the interpreter lock from the loop."""
+    import threading
+
+    import lightning.pytorch.callbacks.progress.rich_progress as rich_progress
+
+    thread_sleeps: list[float] = []
+    sleep = time.sleep
+
+    def recorded_sleep(seconds: float) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            thread_sleeps.append(seconds)
+        sleep(min(seconds, 0.01))
+
+    monkeypatch.setattr(rich_progress, "time", SimpleNamespace(sleep=recorded_sleep))
+    cfg = task_config("train", [*TINY_MODEL, "data.image_size=32", "data.batch_size=2", "data.train_size=8",
+                                "trainer.max_steps=4", "++trainer.limit_val_batches=0", "test=false", "logger=csv",
+                                "callbacks.progress_bar.refresh_every_s=0.5"], tmp_path / "run")
+    train(cfg)
+    assert thread_sleeps and set(thread_sleeps) == {0.5}
