@@ -78,3 +78,8 @@ def test_the_drawing_thread_looks_for_changes_on_the_same_clock(tmp_path: Path, 
                                 "callbacks.progress_bar.refresh_every_s=0.5"], tmp_path / "run")
     train(cfg)
     assert thread_sleeps and set(thread_sleeps) == {0.5}
+
+
+def test_no_redraw_interval_keeps_lightnings_drawing_clock() -> None:
+    bar = SegmentationProgressBar(refresh_every_s=0)  # every batch redraws
+    assert bar.refresh_rate == RichProgressBar().refresh_rate and bar.is_enabled

@@ -38,7 +38,8 @@ class SegmentationProgressBar(RichProgressBar):
     def __init__(self, *args: Any, refresh_every_s: float = 0.25, **kwargs: Any) -> None:
         # Lightning's refresh_rate is the drawing thread's wakes a second (default 100); the bar
         # changes at most every refresh_every_s, so the thread need not look more often.
-        kwargs.setdefault("refresh_rate", 1 / refresh_every_s)
+        if refresh_every_s > 0:
+            kwargs.setdefault("refresh_rate", 1 / refresh_every_s)
         super().__init__(*args, **kwargs)
         self.refresh_every_s = refresh_every_s
         self._refreshed_at = float("-inf")
