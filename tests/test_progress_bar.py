@@ -3,6 +3,7 @@ only then (a host-device sync on a GPU)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,8 +61,6 @@ def test_the_training_loss_is_read_once_per_redraw_not_after_every_step(tmp_path
 
 def test_the_drawing_thread_looks_for_changes_on_the_same_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lightning's thread wakes 100 times a second, taking the interpreter lock from the loop."""
-    import threading
-
     import lightning.pytorch.callbacks.progress.rich_progress as rich_progress
 
     thread_sleeps: list[float] = []
