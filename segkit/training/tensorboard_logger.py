@@ -14,7 +14,8 @@ open: one ``write`` to the operating system per event (a process killed after it
 nothing), no thread, and nothing to wait for at a flush. A record costs tens of microseconds,
 about three records every ``trainer.log_every_n_steps`` steps. Events, steps, wall times and the
 file's format are TensorBoard's own (its ``RecordWriter``); ``tensorboard --logdir`` reads them
-as any other run.
+as any other run. A dict of scalars (``add_scalars``, one run per key) still goes through
+torch's own writer, which segkit's training does not log.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class EventFileInThread:
 
 class _FileWriterInThread(FileWriter):
     # torch's FileWriter, on an EventFileInThread instead of TensorBoard's threaded writer.
-    def __init__(self, log_dir: str, filename_suffix: str = "") -> None:  # noqa: D107
+    def __init__(self, log_dir: str, filename_suffix: str = "") -> None:
         self.event_writer = EventFileInThread(str(log_dir), filename_suffix)  # all FileWriter.__init__ does
 
 
