@@ -153,29 +153,62 @@ def test_scheduler_length_is_filled_from_the_run(tmp_path: Path) -> None:
 class _LogsLossEveryStep(UNetModule):
     """The module as it was: ``self.log`` of the loss on every step."""
 
-    def _loss_is_written(self, batch_idx: int) -> bool:
-        return True
+    def _log_train_loss(self, loss: torch.Tensor, batch_idx: int, batch_size: int) -> None:
+        self.log("train/loss", loss, batch_size=batch_size)
 
 
-def _logged_losses(module_class: type[UNetModule], root: Path) -> dict[int, float]:
-    from lightning.pytorch.loggers import TensorBoardLogger
+class _CallbackMetrics(L.Callback):
+    """``trainer.callback_metrics["train/loss"]`` after every batch, by the steps taken."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.seen[trainer.global_step] = float(loss)
+
+
+def _logged_losses(module_class: type[UNetModule], root: Path) -> tuple[dict[int, float], list[dict[str, str]], dict[int, float]]:
+    """A 23-step fit over epochs of 9 batches, written every 5 steps: the TensorBoard
+    ``train/loss`` by step, the CSV logger's rows and what callbacks saw in callback_metrics."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     torch.manual_seed(0)
     datamodule = ShapesDataModule(train_size=36, val_size=4, test_size=4, image_size=32, batch_size=4, num_workers=0)
     module = module_class(num_classes=datamodule.num_classes, depth=2, base_width=4)
-    trainer = L.Trainer(max_steps=23, accelerator="cpu", devices=1, logger=TensorBoardLogger(root, name="", version=""),
-                        log_every_n_steps=5, limit_val_batches=0, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    seen = _CallbackMetrics()
+    trainer = L.Trainer(max_steps=23, accelerator="cpu", devices=1, log_every_n_steps=5, limit_val_batches=0,
+                        logger=[TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="", version="")],
+                        callbacks=[seen], enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
     trainer.fit(module, datamodule=datamodule)
     events = EventAccumulator(str(root))
     events.Reload()
-    return {event.step: event.value for event in events.Scalars("train/loss")}
+    with open(root / "metrics.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    return {event.step: event.value for event in events.Scalars("train/loss")}, rows, seen.seen
 
 
-def test_train_loss_reaches_the_logger_at_the_same_steps_and_values_as_logging_every_step(tmp_path: Path) -> None:
+def test_train_loss_reaches_the_loggers_and_callbacks_as_logging_every_step_would(tmp_path: Path) -> None:
     # 23 steps over epochs of 9 batches: the written steps cross epoch boundaries.
-    sparse = _logged_losses(UNetModule, tmp_path / "sparse")
-    every = _logged_losses(_LogsLossEveryStep, tmp_path / "every")
+    sparse, sparse_rows, sparse_seen = _logged_losses(UNetModule, tmp_path / "sparse")
+    every, every_rows, every_seen = _logged_losses(_LogsLossEveryStep, tmp_path / "every")
     assert sorted(sparse) == sorted(every) == [4, 9, 14, 19]
     assert sparse == pytest.approx(every, rel=1e-6)
+    # The same CSV rows: step, epoch and loss on the written steps, the epochs' train scores.
+    assert [row.keys() for row in sparse_rows] == [row.keys() for row in every_rows]
+    assert [(row["step"], row["epoch"]) for row in sparse_rows] == [(row["step"], row["epoch"]) for row in every_rows]
+    for ours, theirs in zip(sparse_rows, every_rows):
+        assert {k: float(v) for k, v in ours.items() if v} == pytest.approx({k: float(v) for k, v in theirs.items() if v})
+    # Callbacks see the loss of the last written step, or of an epoch's last batch (steps 8 and 17),
+    # which is what self.log every step puts in callback_metrics one step after it.
+    logged = sorted({*sparse, 8, 17})
+    for taken, loss in sparse_seen.items():
+        latest = max(step for step in logged if step < taken)
+        assert loss == pytest.approx(every_seen[latest + 1]), taken
+    assert set(sparse_seen) == {taken for taken in every_seen if taken > 4}  # from the first written step on
+    assert set(sparse_seen) >= {5, 9, 10, 15, 18, 20, 23}

@@ -35,9 +35,10 @@ OVERRIDES = ["data.image_size=32", "data.batch_size=2", "data.num_workers=0", *T
 # pass-through profiler's shared null context, the module's fast _current_fx_name), then about
 # 1500-1520 with the progress figure and the throttled TensorBoard flush, the gradient-clipping
 # hook skipped (the count moves by a few tens between runs: the progress bar redraws on a clock);
-# 2026-12-06: 1437 (the training_step signature stored, not rebuilt by inspect every step);
-# raise it only with a reason stated here.
-BUDGET_CALLS_PER_STEP = 1600
+# 2026-12-06: 1437 (the training_step signature stored, not rebuilt by inspect every step), then
+# 1231 (the training loss handed to the loggers on the written steps rather than through
+# self.log: segkit/models/loss_logging.py); raise it only with a reason stated here.
+BUDGET_CALLS_PER_STEP = 1400
 
 
 class _CallCounter:

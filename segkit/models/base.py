@@ -30,6 +30,7 @@ from torchmetrics import MaxMetric
 from segkit.data.spec import DataSpec
 from segkit.errors import SegkitError
 from segkit.inference.tta import TestTimeAugmentation
+from segkit.models.loss_logging import TRAIN_LOSS, TrainLossLog
 from segkit.models.schedule_length import check_resumed_schedulers, run_length_kwargs
 from segkit.nets.traceable import Exportable
 from segkit.scoring.em_metrics import EMMetrics
@@ -43,8 +44,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
 # weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
 NOT_HPARAMS = ("optimizer", "scheduler", "channels_last", "compile", "data_spec")
-# The training loss's logged key, which the progress bar reads back.
-TRAIN_LOSS = "train/loss"
 
 
 def check_optimizer(factory: OptimizerFactory | None) -> None:
@@ -138,9 +137,7 @@ class SegmentationModule(L.LightningModule):
         self._channels_last_applied = False
         #: The data's declared side of the contract (None: built without one, e.g. in a notebook).
         self.data_spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, Mapping) else data_spec
-        # Set by on_train_epoch_start (None: not fitting, so the loss is logged every step).
-        self._loss_log_every: int | None = None
-        self._last_batch_idx = 0
+        self._train_loss_log = TrainLossLog()  # reads the trainer's cadence as each epoch starts
         self.criterion = build_loss(loss, num_classes, ignore_index)
         self.val_em_metrics: EMMetrics | None = None
         self.test_em_metrics: EMMetrics | None = None
@@ -213,38 +210,15 @@ class SegmentationModule(L.LightningModule):
         logits, masks = self.training_logits(batch[:2])  # type: ignore[arg-type]
         loss = self.loss(logits, masks, instances)
         self.train_metrics.update(logits.detach(), masks)  # about 0.4 ms a step (batch 8, 64 px, CPU)
-        if self._loss_is_written(batch_idx):
-            # Not prog_bar=True: Lightning would convert it to a float (.item(), a host-device
-            # sync on a GPU) after every step; the progress bar reads it when it redraws.
-            self.log(TRAIN_LOSS, loss, batch_size=logits.shape[0])
+        self._log_train_loss(loss, batch_idx, logits.shape[0])
         return loss
 
-    def _loss_is_written(self, batch_idx: int) -> bool:
-        """Whether to ``self.log`` this step's loss: on the steps whose logged values Lightning
-        writes to the loggers (every ``trainer.log_every_n_steps``), and on each epoch's first
-        and last batch for the progress bar and ``callback_metrics``.
-
-        Lightning's ``self.log`` costs about 1 ms a call on a CPU (it moves its stored result to
-        the value's device every call); between written steps it only updated the progress bar.
-        The loggers get the same values at the same steps as with a call every step.
-        """
-        every = self._loss_log_every
-        if every is None or every == 1:  # outside fit, or every step
-            return True
-        # Inside training_step global_step counts the steps already taken, as Lightning's own
-        # cadence check (batches that stepped + 1) does.
-        return (self.global_step + 1) % every == 0 or batch_idx == 0 or batch_idx >= self._last_batch_idx
+    def _log_train_loss(self, loss: torch.Tensor, batch_idx: int, batch_size: int) -> None:
+        # To the loggers every trainer.log_every_n_steps, as self.log every step would (segkit/models/loss_logging.py).
+        self._train_loss_log.log(self, loss, batch_idx, batch_size)
 
     def on_train_epoch_start(self) -> None:
-        self._read_log_cadence()
-
-    def _read_log_cadence(self) -> None:
-        # The trainer's logging cadence, read once an epoch rather than in every training step
-        # (and as training starts: Lightning skips on_train_epoch_start when resuming mid-epoch).
-        trainer = self.trainer
-        every_step = trainer.fast_dev_run or trainer.accumulate_grad_batches != 1 or trainer.log_every_n_steps <= 0
-        self._loss_log_every = 1 if every_step else trainer.log_every_n_steps
-        self._last_batch_idx = trainer.num_training_batches - 1
+        self._train_loss_log.read_cadence(self.trainer)
 
     def on_train_epoch_end(self) -> None:
         scores = self.train_metrics.compute()
@@ -329,7 +303,8 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         check_resumed_schedulers(self.trainer, type(self).__name__)
-        self._read_log_cadence()
+        # As training starts too: Lightning skips on_train_epoch_start when resuming mid-epoch.
+        self._train_loss_log.read_cadence(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # segkit-eval reads this to pick the class to rebuild (segkit's and its plugins' only).

@@ -22,7 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
-from segkit.models.base import TRAIN_LOSS  # the loss the bar shows, logged every trainer.log_every_n_steps
+from segkit.models.loss_logging import TRAIN_LOSS  # the loss the bar shows, logged every trainer.log_every_n_steps
 
 
 class SegmentationProgressBar(RichProgressBar):
