@@ -2,12 +2,11 @@
 fraction of its cost.
 
 Lightning writes a step's logged values to the loggers every ``trainer.log_every_n_steps``
-steps. A ``self.log`` call on the steps in between is not written anywhere, yet costs about
-0.6 ms on a 2-core CPU (it moves its stored result to the value's device on every call), and
-once one value is stored Lightning rebuilds its metric dictionaries after every batch for the
-rest of the epoch (about 0.05 ms a step). With the default ten-step cadence both came to about
-0.12 ms a step, an eighth of ``segkit-train``'s cost per step over a hand-written loop
-(docs/overhead.md).
+steps. A ``self.log`` call costs about 0.6 ms on a 2-core CPU (it moves its stored result to
+the value's device on every call), and once one value is stored Lightning rebuilds its metric
+dictionaries after every batch for the rest of the epoch (about 0.05 ms a step); at the default
+cadence of ten steps that was about a tenth of ``segkit-train``'s cost per step over a
+hand-written loop (docs/overhead.md, "What was changed in the step").
 
 So, while fitting with a cadence above one step, :class:`TrainLossLog` hands the loss to the
 loggers itself on the steps Lightning would write it, as Lightning does it (the value as a
