@@ -16,7 +16,9 @@ bar and callbacks that monitor ``train/loss`` read it. On an epoch's last batch 
 ``self.log`` as before, so that Lightning's epoch-end bookkeeping is its own. Every other case
 (outside ``fit``, ``fast_dev_run``, gradient accumulation, a cadence of one step or none) logs
 every step with ``self.log``. Loggers receive the same values at the same steps as from a
-``self.log`` call every step (``tests/test_module.py``).
+``self.log`` call every step (``tests/test_module.py``), but for one point: a run that a budget
+(``trainer.max_steps`` or ``max_time``) stops mid-epoch, off the cadence, gets none at its last
+step, where Lightning writes that step's loss when it is logged every step.
 """
 
 from __future__ import annotations
