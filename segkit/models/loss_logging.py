@@ -35,12 +35,12 @@ class TrainLossLog:
 
     Example:
         >>> log = TrainLossLog()  # a module calls log.read_cadence(trainer) as each epoch starts
-        >>> log.every is None  # not fitting yet: every step through self.log
-        True
+        >>> log.every  # not fitting yet: every step through self.log
+        1
     """
 
     def __init__(self) -> None:
-        self.every: int | None = None  # set by read_cadence; None or 1: self.log every step
+        self.every = 1  # steps between written losses, set by read_cadence; 1: self.log every step
         self.last_batch_idx = 0
 
     def read_cadence(self, trainer: L.Trainer) -> None:
@@ -53,7 +53,7 @@ class TrainLossLog:
     def log(self, module: L.LightningModule, loss: torch.Tensor, batch_idx: int, batch_size: int) -> None:
         """Log ``loss``, the training step ``batch_idx``'s, from ``module.training_step``."""
         every = self.every
-        if every is None or every == 1 or batch_idx >= self.last_batch_idx:
+        if every == 1 or batch_idx >= self.last_batch_idx:
             # Not prog_bar=True: Lightning would convert it to a float (.item(), a host-device
             # sync on a GPU) after every step; the progress bar reads it when it redraws.
             module.log(TRAIN_LOSS, loss, batch_size=batch_size)
