@@ -237,3 +237,83 @@ def test_uint8_masks_count_as_their_int64_copies() -> None:
     as_uint8.update(logits, target)
     as_int64.update(logits, target.long())
     assert torch.equal(as_uint8.confmat, as_int64.confmat) and as_int64.confmat.sum() == 2 * 7 * 11
+
+
+def _random_batch(generator: torch.Generator, num_classes: int, size: tuple[int, int], logits: bool,
+                  mask_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    target = torch.randint(0, num_classes, (2, *size), generator=generator)
+    target[:, 0] = 255  # an ignore band
+    if logits:
+        preds = torch.randn(2, num_classes, *size, generator=generator, requires_grad=True)
+    else:
+        preds = torch.randint(0, num_classes, (2, *size), generator=generator)
+    return preds, target.to(mask_dtype)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_deferred_counting_equals_counting_at_once_whichever_way_the_state_is_read(num_classes: int) -> None:
+    # The training metric holds small batches and counts them together: every way torchmetrics
+    # (and Lightning's checkpoints and DDP) reads or replaces the state must see exactly the
+    # matrix that counting each batch at once gives. Each read below comes while batches are held.
+    generator = torch.Generator().manual_seed(3)
+    now = SegmentationMetrics(num_classes)
+    held = SegmentationMetrics(num_classes, defer_elements=10_000)
+    for metric in (now, held):
+        metric.persistent(True)  # in state_dict, as the training metric is (exact resume)
+    layouts = [((9, 7), True, torch.long), ((9, 7), True, torch.long), ((5, 11), True, torch.long),
+               ((9, 7), False, torch.long), ((9, 7), True, torch.uint8)]
+
+    def update_both(step: int) -> None:
+        size, logits, mask_dtype = layouts[step % len(layouts)]
+        preds, target = _random_batch(generator, num_classes, size, logits, mask_dtype)
+        now.update(preds, target)
+        held.update(preds, target)
+
+    def hold_some() -> None:
+        for step in range(2):
+            update_both(step)
+        assert held._held, "the test reads the state while batches are held"
+
+    for step in range(len(layouts) * 2):  # sizes, dtypes and class indices change between batches
+        update_both(step)
+    hold_some()
+    torch.testing.assert_close(held.compute()["IoU"], now.compute()["IoU"], equal_nan=True, rtol=0, atol=0)
+    hold_some()
+    assert torch.equal(held.state_dict()["confmat"], now.state_dict()["confmat"])  # checkpoints
+    hold_some()
+    assert torch.equal(held.metric_state["confmat"], now.metric_state["confmat"])
+    hold_some()
+    held.sync(distributed_available=lambda: False)  # what compute() calls first, on every rank
+    assert torch.equal(held.confmat, now.confmat)
+    hold_some()
+    assert torch.equal(held.to("cpu").confmat, now.confmat)  # a device move
+    hold_some()
+    batch = _random_batch(generator, num_classes, (9, 7), True, torch.long)
+    torch.testing.assert_close(held(*batch)["mIoU"], now(*batch)["mIoU"], equal_nan=True)  # forward
+    assert torch.equal(held.confmat, now.confmat)
+    hold_some()
+    other_now, other_held = SegmentationMetrics(num_classes), SegmentationMetrics(num_classes, defer_elements=10_000)
+    extra = _random_batch(generator, num_classes, (9, 7), True, torch.long)
+    other_now.update(*extra)
+    other_held.update(*extra)
+    now.merge_state(other_now)
+    held.merge_state(other_held)
+    assert torch.equal(held.confmat, now.confmat)
+    hold_some()
+    held.load_state_dict(now.state_dict())  # a loaded state replaces what was held
+    assert not held._held and torch.equal(held.confmat, now.confmat)
+    hold_some()
+    now.reset()
+    held.reset()
+    assert not held._held and held.confmat.sum() == 0 and now.confmat.sum() == 0
+
+
+def test_deferred_counting_holds_no_autograd_graph_and_counts_at_its_element_budget() -> None:
+    held = SegmentationMetrics(4, defer_elements=2 * 4 * 9 * 7 * 3)  # three batches of (2, 4, 9, 7)
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        held.update(*_random_batch(generator, 4, (9, 7), True, torch.long))
+    assert len(held._held) == 2 and held.confmat.sum() == 0
+    assert not any(preds.requires_grad for preds, _ in held._held)
+    held.update(*_random_batch(generator, 4, (9, 7), True, torch.long))
+    assert not held._held and held.confmat.sum() == 3 * 2 * 8 * 7  # all three, without the ignore band

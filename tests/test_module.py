@@ -212,3 +212,54 @@ def test_train_loss_reaches_the_loggers_and_callbacks_as_logging_every_step_woul
         assert loss == pytest.approx(every_seen[latest + 1]), taken
     assert set(sparse_seen) == {taken for taken in every_seen if taken > 4}  # from the first written step on
     assert set(sparse_seen) >= {5, 9, 10, 15, 18, 20, 23}
+
+
+class _CountsEveryStep(UNetModule):
+    """The module as it was: the training confusion matrix counted at every step."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.train_metrics.defer_elements = 0
+
+
+class _SaveMidEpoch(L.Callback):
+    """A checkpoint after the step ``at``, and how many training batches the metric held then."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        self.path, self.at, self.held = path, at, -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.global_step == self.at:
+            self.held = len(pl_module.train_metrics._held)  # type: ignore[union-attr]
+            trainer.save_checkpoint(self.path)
+
+
+def _train_confusion(module_class: type[UNetModule], root: Path) -> tuple[torch.Tensor, list[dict[str, str]], int]:
+    """Epochs of 9 batches of 32-px images, a checkpoint after step 14 (mid-epoch): the
+    checkpoint's training confusion matrix, the CSV rows and how many batches were held."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    datamodule = ShapesDataModule(train_size=36, val_size=4, test_size=4, image_size=32, batch_size=4, num_workers=0)
+    module = module_class(num_classes=datamodule.num_classes, depth=2, base_width=4)
+    save = _SaveMidEpoch(root / "mid.ckpt", at=14)
+    trainer = L.Trainer(max_steps=20, accelerator="cpu", devices=1, limit_val_batches=0,
+                        logger=CSVLogger(root, name="", version=""), callbacks=[save], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    with open(root / "metrics.csv", newline="") as table:
+        rows = [row for row in csv.DictReader(table) if row.get("train/mIoU")]
+    checkpoint = torch.load(save.path, weights_only=True)
+    return checkpoint["state_dict"]["train_metrics.confmat"], rows, save.held
+
+
+def test_the_training_confusion_matrix_held_over_steps_is_the_one_counted_every_step(tmp_path: Path) -> None:
+    # The module counts small training batches together, every few steps: the epoch's scores and
+    # a checkpoint taken while batches are held (exact resume) must be those of counting each step.
+    held_matrix, held_rows, held = _train_confusion(UNetModule, tmp_path / "held")
+    every_matrix, every_rows, _ = _train_confusion(_CountsEveryStep, tmp_path / "every")
+    assert held > 0, "the checkpoint came while batches were held"
+    assert torch.equal(held_matrix, every_matrix) and held_matrix.sum() > 0
+    assert len(held_rows) == 3 and held_rows == every_rows  # train/mIoU and pixel_acc of all three epochs

@@ -44,6 +44,12 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # the checkpoint's hyperparameters so that a checkpoint holds plain data only (loadable with
 # weights_only=True); the run's full config, optimiser included, is logged by segkit-train.
 NOT_HPARAMS = ("optimizer", "scheduler", "channels_last", "compile", "data_spec")
+# The training confusion matrix counts small steps' predictions together, once they reach this
+# many logits (512 KiB of float32, which with the counting's intermediates stays in a core's
+# L2 cache): a tiny net's steps (8 x 6 x 32 x 32 logits) then took 154-202 us a step to count,
+# against 167-261 us one step at a time and 197-213 us at 4x this (2-core CPU, in-run thread
+# time, docs/overhead.md); a step of this size or more is counted at once, as before.
+TRAIN_METRIC_DEFER_ELEMENTS = 2**17
 
 
 def check_optimizer(factory: OptimizerFactory | None) -> None:
@@ -143,7 +149,8 @@ class SegmentationModule(L.LightningModule):
         self.test_em_metrics: EMMetrics | None = None
         # One confusion-matrix metric per stage, each accumulated over its whole split.
         self.train_metrics, self.val_metrics, self.test_metrics = (
-            SegmentationMetrics(num_classes, ignore_index, self.class_names) for _ in range(3)
+            SegmentationMetrics(num_classes, ignore_index, self.class_names, defer_elements=defer)
+            for defer in (TRAIN_METRIC_DEFER_ELEMENTS, 0, 0)
         )
         # A run resumed mid-epoch continues the epoch's training confusion matrix.
         self.train_metrics.persistent(True)
@@ -209,7 +216,7 @@ class SegmentationModule(L.LightningModule):
         instances = batch[2] if len(batch) > 2 else None
         logits, masks = self.training_logits(batch[:2])  # type: ignore[arg-type]
         loss = self.loss(logits, masks, instances)
-        self.train_metrics.update(logits.detach(), masks)  # about 0.4 ms a step (batch 8, 64 px, CPU)
+        self.train_metrics.update(logits, masks)  # detached and counted every few small steps
         self._log_train_loss(loss, batch_idx, logits.shape[0])
         return loss
 

@@ -7,9 +7,12 @@ summed across DDP ranks by torchmetrics), with the FCN authors' definitions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch.nn import Module
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 # The scalar scores logged per stage (and written by segkit-eval).
@@ -59,7 +62,12 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     """torchmetrics confusion matrix (its state, DDP sum and reset) whose ``compute`` returns every score.
 
     ``update`` is segkit's own: one scatter-add over all pixels, invalid ones in a dropped bin,
-    with no host-device sync on a GPU (it runs in every training step).
+    with no host-device sync on a GPU (it runs in every training step). With ``defer_elements``
+    it holds the batches (detached) until they reach that many prediction elements and counts
+    them in one pass: the same counts, in fewer, larger operations. Everything that reads the
+    state through the metric (``compute``, DDP ``sync``, ``state_dict``, ``forward``,
+    ``metric_state``, ``merge_state``, a device move) counts what is held first; code that reads
+    ``confmat`` itself calls :meth:`count_held` first.
 
     ``update`` takes logits ``(N, C, H, W)`` or class indices ``(N, H, W)`` and targets
     ``(N, H, W)``; target pixels equal to ``ignore_index`` or outside ``[0, C)`` are ignored.
@@ -76,6 +84,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         num_classes: int,
         ignore_index: int | None = 255,
         class_names: Sequence[str] | None = None,
+        defer_elements: int = 0,
     ) -> None:
         # validate_args=False: the checks scan every pixel each step; we filter labels here.
         super().__init__(num_classes=num_classes, ignore_index=None, validate_args=False)
@@ -85,8 +94,30 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             )
         self.segmentation_ignore_index = ignore_index
         self.class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
+        self.defer_elements = defer_elements
+        self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._held_elements = 0
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        if not self.defer_elements:
+            self._count(preds, target)
+            return
+        if self._held and not _same_layout(self._held[0], preds, target):
+            self.count_held()  # a different size, dtype or device: concatenated batches must agree
+        self._held.append((preds.detach(), target))  # detached: no autograd graph kept alive
+        self._held_elements += preds.numel()
+        if self._held_elements >= self.defer_elements:
+            self.count_held()
+
+    def count_held(self) -> None:
+        """Count the batches that ``update`` holds (with ``defer_elements``) into ``confmat``."""
+        held, self._held, self._held_elements = self._held, [], 0
+        if len(held) == 1:
+            self._count(*held[0])
+        elif held:
+            self._count(torch.cat([preds for preds, _ in held]), torch.cat([target for _, target in held]))
+
+    def _count(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         num_classes, ignore = self.num_classes, self.segmentation_ignore_index
         if preds.is_floating_point() and preds.ndim == target.ndim + 1:
             if num_classes == 2:  # one comparison; a tie goes to class 0, as argmax's first maximum
@@ -114,7 +145,42 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         self.confmat.add_(counts[first:first + cells].reshape(num_classes, num_classes))
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return scores_from_confusion(self.confmat)
+        return scores_from_confusion(self.confmat)  # sync() below has counted the held batches
+
+    # Each way torchmetrics reads or replaces the state counts the held batches first (or drops
+    # them, where the state is replaced), so nothing sees a matrix that misses a held update.
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        self.count_held()  # compute() syncs across DDP ranks before it calls the method above
+        super().sync(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.count_held()  # forward sets the accumulated state aside and resets around one batch
+        return super().forward(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        self.count_held()
+        return super().state_dict(*args, **kwargs)
+
+    @property
+    def metric_state(self) -> dict[str, list[torch.Tensor] | torch.Tensor]:
+        self.count_held()
+        return super().metric_state
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        self.count_held()  # (an incoming metric's state is read through metric_state, above)
+        super().merge_state(incoming_state)
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Module:
+        self.count_held()  # before .to(device): the held batches are on the old device
+        return super()._apply(fn, *args, **kwargs)
+
+    def reset(self) -> None:
+        self._held, self._held_elements = [], 0
+        super().reset()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._held, self._held_elements = [], 0  # the loaded state replaces what was held
+        super()._load_from_state_dict(*args, **kwargs)
 
     def as_log_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """Scalars to log: ``{prefix}/`` + each of :data:`SCALAR_SCORES`, ``IoU/<name>`` and ``Dice/<name>``."""
@@ -124,3 +190,11 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             for name, value in zip(self.class_names, scores[per_class]):
                 logged[f"{prefix}/{per_class}/{name}"] = value
         return logged
+
+
+def _same_layout(held: tuple[torch.Tensor, torch.Tensor], preds: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether ``preds`` and ``target`` can be concatenated (along the batch) with a held pair."""
+    held_preds, held_target = held
+    return (held_preds.shape[1:] == preds.shape[1:] and held_target.shape[1:] == target.shape[1:]
+            and held_preds.dtype == preds.dtype and held_target.dtype == target.dtype
+            and held_preds.device == preds.device)
