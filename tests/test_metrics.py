@@ -241,8 +241,9 @@ def test_uint8_masks_count_as_their_int64_copies() -> None:
 
 def _random_batch(generator: torch.Generator, num_classes: int, size: tuple[int, int], logits: bool,
                   mask_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    target = torch.randint(0, num_classes, (2, *size), generator=generator)
-    target[:, 0] = 255  # an ignore band
+    # Odd sizes, an ignore band, and the last class absent from the ground truth (predicted only).
+    target = torch.randint(0, num_classes - 1, (2, *size), generator=generator)
+    target[:, 0] = 255
     if logits:
         preds = torch.randn(2, num_classes, *size, generator=generator, requires_grad=True)
     else:
