@@ -97,6 +97,59 @@ def test_against_itself_times_the_plain_loop_on_both_sides(tmp_path: Path, monke
     assert result["paired_extra_s_per_step"] == pytest.approx(0.002)  # pairs 0.015 - 0.011, 0.011 - 0.011
 
 
+def _fake_loops(monkeypatch: pytest.MonkeyPatch, plain_s: float, segkit_s: float) -> None:
+    monkeypatch.setattr(throughput, "time_plain", lambda overrides, warmup, steps: [plain_s])
+    monkeypatch.setattr(throughput, "time_segkit", lambda overrides, warmup, steps: [segkit_s])
+
+
+def test_earlier_benchmarks_of_the_same_settings_are_reported_together(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["throughput", "--tiny", "--steps", "10", "--warmup", "9", "--repeats", "2"]
+    quiet, loaded, both = tmp_path / "quiet.json", tmp_path / "loaded.json", tmp_path / "both.json"
+    _fake_loops(monkeypatch, 0.010, 0.012)  # a quiet machine: 2 ms apart
+    assert main([*args, "--json", str(quiet)]) == 0
+    _fake_loops(monkeypatch, 0.020, 0.021)  # a loaded one, where this loop fared better: 1 ms apart
+    assert main([*args, "--json", str(loaded)]) == 0
+    monkeypatch.setattr(throughput, "time_plain", lambda *a: pytest.fail("--repeats 0 ran a loop"))
+    assert main([*args[:-1], "0", "--pool", str(quiet), str(loaded), "--json", str(both)]) == 0
+    result = json.loads(both.read_text())["throughput"]
+    assert result["plain_s_per_step"] == pytest.approx([0.010, 0.010, 0.020, 0.020])
+    assert result["paired_extra_s_per_step"] == pytest.approx(0.0015)  # pairs 2, 2, 1, 1 ms
+    assert result["window_extra_s_per_step"] == pytest.approx(0.002)  # each loop's quiet runs: 12 - 10 ms
+    assert result["pooled_from"] == [str(quiet), str(loaded)]
+    # With a new run too: its two pairs join the four.
+    _fake_loops(monkeypatch, 0.010, 0.015)
+    assert main([*args, "--pool", str(quiet), str(loaded), "--json", str(tmp_path / "three.json")]) == 0
+    assert json.loads((tmp_path / "three.json").read_text())["throughput"]["paired_extra_s_per_step"] == pytest.approx(0.002)
+
+
+def test_pooling_refuses_runs_of_other_settings_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_loops(monkeypatch, 0.010, 0.012)
+    tiny = tmp_path / "tiny.json"
+    assert main(["throughput", "--tiny", "--steps", "10", "--warmup", "9", "--repeats", "1", "--json", str(tiny)]) == 0
+    assert main(["throughput", "--steps", "10", "--warmup", "9", "--repeats", "0", "--pool", str(tiny)]) == 2
+    error = capsys.readouterr().err
+    assert str(tiny) in error and "data.image_size=32" in error and "--tiny" in error
+    assert main(["throughput", "--repeats", "0"]) == 2 and "--pool" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text(json.dumps({"fcn": {}}))
+    assert main(["throughput", "--repeats", "0", "--pool", str(tmp_path / "other.json")]) == 2
+    assert "other.json: not the --json file of a segkit-bench throughput run" in capsys.readouterr().err
+
+
+def test_the_interval_shows_how_far_the_alternations_spread_a_figure() -> None:
+    def result(pairs_ms: list[float]) -> throughput.ThroughputResult:
+        return throughput.ThroughputResult([[0.010]] * len(pairs_ms), [[0.010 + ms / 1e3] for ms in pairs_ms], [], 10)
+
+    steady = result([1.0] * 12)
+    assert steady.interval("paired_extra_s") == pytest.approx((0.001, 0.001))
+    spread = result([0.1 * k for k in range(1, 13)])  # 0.1 to 1.2 ms apart; median 0.65
+    low, high = spread.interval("paired_extra_s")
+    assert 0.0001 <= low < 0.00065 < high <= 0.0012
+    assert spread.interval("paired_extra_s") == (low, high)  # seeded: the same on every call
+    assert low < spread.interval("paired_extra_s", level=0.5)[0]  # a lower level, a narrower interval
+
+
 def test_the_segkit_side_is_the_console_command_with_its_output_in_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     launched: list[tuple[list[str], Path]] = []
 

@@ -13,7 +13,8 @@ same batches at every step). Both are timed from the end of step ``warmup`` to t
 ``warmup + steps`` in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift
 in the machine's load hits both alike. :class:`ThroughputResult` gives the best and the median
 runs, each run at the median of its windows, each window at its fastest run, and the median
-over the alternated pairs of runs.
+over the alternated pairs of runs, each with a bootstrap interval; :func:`pool` joins the runs of
+several benchmarks of the same settings (``--json`` files, :func:`load_result`).
 
 With :data:`TINY_NET` the net's own work is negligible: segkit's step time minus the plain
 loop's is then segkit's fixed cost per step.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -49,6 +51,8 @@ class ThroughputResult:
     segkit_windows: list[list[float]]
     overrides: list[str]
     steps: int
+    warmup: int = 19
+    against_itself: bool = False
 
     @property
     def plain(self) -> list[float]:
@@ -114,6 +118,50 @@ class ThroughputResult:
         """Plain / segkit step time, each window at its fastest run (:attr:`window_extra_s`)."""
         plain, segkit = self._window_bests()
         return plain / segkit
+
+    def interval(self, figure: str, level: float = 0.95, draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+        """A bootstrap interval of ``figure`` (a property, e.g. ``"window_extra_s"``): the
+        alternations drawn with replacement, each pair of runs kept together, ``draws`` times.
+        It shows how far another benchmark of as many runs on the same machine could move the
+        figure; the fastest-run figures, minima, have rough intervals."""
+        rng, count = random.Random(seed), len(self.plain_windows)
+        values = []
+        for _ in range(draws):
+            picks = [rng.randrange(count) for _ in range(count)]
+            sample = ThroughputResult([self.plain_windows[i] for i in picks], [self.segkit_windows[i] for i in picks],
+                                      self.overrides, self.steps)
+            values.append(getattr(sample, figure))
+        values.sort()
+        tail = round((1 - level) / 2 * draws)
+        return values[tail], values[draws - 1 - tail]
+
+
+def load_result(path: Path) -> ThroughputResult:
+    """The runs of an earlier ``segkit-bench throughput --json PATH``."""
+    try:
+        record = json.loads(path.read_text())["throughput"]
+        return ThroughputResult(record["plain_windows_s_per_step"], record["segkit_windows_s_per_step"],
+                                list(record["overrides"]), int(record["steps"]), int(record["warmup"]),
+                                bool(record["against_itself"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SegkitError(f"{path}: not the --json file of a segkit-bench throughput run ({error!r}); "
+                          "pass files that `segkit-bench throughput --json FILE` wrote") from error
+
+
+def pool(results: Sequence[ThroughputResult], sources: Sequence[str]) -> ThroughputResult:
+    """One result holding the runs of ``results``, which must share their settings; ``sources``
+    names each in the error."""
+    first = results[0]
+    settings = ("overrides", "steps", "warmup", "against_itself")
+    for result, source in zip(results[1:], sources[1:]):
+        for name in settings:
+            if getattr(result, name) != getattr(first, name):
+                raise SegkitError(f"{source}: {name} {getattr(result, name)!r}, not {getattr(first, name)!r} as in "
+                                  f"{sources[0]}; pool only runs of the same settings "
+                                  "(--tiny, --steps, --warmup, --override, --against-itself)")
+    return ThroughputResult([run for result in results for run in result.plain_windows],
+                            [run for result in results for run in result.segkit_windows],
+                            first.overrides, first.steps, first.warmup, first.against_itself)
 
 
 def _windows(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> list[float]:
@@ -192,4 +240,4 @@ def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: 
     for _ in range(repeats):
         plain.append(time_plain(overrides, warmup, steps))
         segkit.append((time_plain if against_itself else time_segkit)(overrides, warmup, steps))
-    return ThroughputResult(plain, segkit, list(overrides), steps)
+    return ThroughputResult(plain, segkit, list(overrides), steps, warmup, against_itself)

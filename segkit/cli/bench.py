@@ -6,6 +6,7 @@ Examples::
     segkit-bench throughput --repeats 5 --json bench.json   # segkit-train vs a plain loop
     segkit-bench throughput --tiny    # a net of negligible compute: segkit's fixed cost per step
     segkit-bench throughput --tiny --against-itself   # the plain loop against itself: the noise
+    segkit-bench throughput --tiny --repeats 0 --pool a.json b.json   # earlier runs, reported together
     segkit-bench throughput --override callbacks.progress_bar=null ++trainer.enable_progress_bar=false
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
@@ -37,7 +38,7 @@ from segkit.cli import bench_microscopy, bench_sweeps
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.learning import SET_NAMES, measure_learning
 from segkit.benchmarks.predict_memory import measure_predict_memory
-from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, measure_throughput
+from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, ThroughputResult, load_result, measure_throughput, pool
 from segkit.errors import SegkitError
 
 
@@ -48,10 +49,20 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     second = "plain again (A/A)" if args.against_itself else "segkit-train"
     if args.against_itself:
         what = f"{'tiny' if args.tiny else 'default'} net, the plain loop against itself: the machine's noise"
-    console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
-                  f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; overrides: {' '.join(overrides)}")
-    with console.status("throughput: training"):
-        result = measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself)
+    earlier = [load_result(path) for path in args.pool]
+    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself)]
+    if args.repeats:
+        console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
+                      f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; "
+                      f"overrides: {' '.join(overrides)}")
+        with console.status("throughput: training"):
+            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself)]
+    elif not earlier:
+        raise SegkitError("--repeats 0 runs nothing: give --pool FILE... to report earlier runs")
+    result = pool([*runs, *earlier], ["this benchmark's settings", *map(str, args.pool)])
+    if earlier:
+        console.print(f"throughput ({what}): {len(result.plain)} alternations pooled from "
+                      f"{', '.join(map(str, args.pool))}{' and this run' if args.repeats else ''}")
     table = Table(title=f"Training step time, {' '.join(overrides)}, {torch.get_num_threads()} threads")
     table.add_column("loop")
     table.add_column("ms/step (best)", justify="right")
@@ -67,12 +78,21 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
                   f"{second} - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
                   f"{1e3 * result.median_extra_s:.2f} ms (medians), {1e3 * result.window_extra_s:.2f} ms "
                   f"(each window's best run), {1e3 * result.paired_extra_s:.2f} ms (median pair)")
+    intervals = {name: result.interval(name) for name in ("window_extra_s", "paired_extra_s", "window_ratio",
+                                                          "paired_ratio")}
+    console.print("95% intervals (the alternations resampled): "
+                  + ", ".join(f"{label} {1e3 * low:.2f}-{1e3 * high:.2f} ms, ratio {ratio[0]:.3f}-{ratio[1]:.3f}"
+                              for label, (low, high), ratio in
+                              (("each window's best run", intervals["window_extra_s"], intervals["window_ratio"]),
+                               ("median pair", intervals["paired_extra_s"], intervals["paired_ratio"]))))
     return {"plain_s_per_step": result.plain, "segkit_s_per_step": result.segkit, "ratio": result.ratio,
             "median_ratio": result.median_ratio, "window_ratio": result.window_ratio,
             "extra_s_per_step": result.extra_s, "median_extra_s_per_step": result.median_extra_s,
             "window_extra_s_per_step": result.window_extra_s,
             "paired_ratio": result.paired_ratio, "paired_extra_s_per_step": result.paired_extra_s,
             "plain_windows_s_per_step": result.plain_windows, "segkit_windows_s_per_step": result.segkit_windows,
+            "intervals_95": {name: list(bounds) for name, bounds in intervals.items()},
+            "pooled_from": [str(path) for path in args.pool],
             "tiny": args.tiny, "against_itself": args.against_itself, "overrides": overrides,
             "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
 
@@ -181,9 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"a net of negligible compute ({' '.join(TINY_NET)}): segkit - plain is the fixed cost per step")
     throughput.add_argument("--batch-size", type=int, default=8, help="data.batch_size")
     throughput.add_argument("--image-size", type=int, default=64, help="data.image_size")
-    throughput.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop")
+    throughput.add_argument("--repeats", type=int, default=3,
+                            help="alternating runs of each loop (0 with --pool: report the pooled files alone)")
     throughput.add_argument("--against-itself", action="store_true",
                             help="run the plain loop in segkit-train's place (A/A): how far noise moves the figures")
+    throughput.add_argument("--pool", nargs="+", type=Path, default=[], metavar="JSON",
+                            help="earlier --json files of this benchmark with the same settings: "
+                                 "their runs are reported together with this run's")
     throughput.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                             help="more segkit-train overrides, e.g. ++trainer.enable_progress_bar=false")
     fcn = parser.add_argument_group("fcn (FCN-8s latency against torchfcn)")
