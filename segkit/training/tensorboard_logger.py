@@ -4,8 +4,8 @@ torch's ``SummaryWriter`` hands each event to a writer thread of TensorBoard's, 
 it and appends it to the event file with an open, a write and a close, each letting go of the
 interpreter lock. On a machine with few cores every such wake is a handful of context switches
 taken from the training loop and from torch's threads: about 1.8 a step in a tiny run that logs
-the loss, the learning rate and the epoch every 10 steps (docs/overhead.md, "Threads beside the
-step"). Lightning also calls ``logger.save()`` after each ``log_metrics``, and its flush made
+the loss, the learning rate and the epoch every 10 steps (docs/overhead-log.md, "Threads beside
+the step"). Lightning also calls ``logger.save()`` after each ``log_metrics``, and its flush made
 the training thread wait until that thread had drained its queue: about 2 ms of each logged
 step on the 2-core CPU.
 
