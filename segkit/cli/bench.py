@@ -50,6 +50,7 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     if args.against_itself:
         what = f"{'tiny' if args.tiny else 'default'} net, the plain loop against itself: the machine's noise"
     earlier = [load_result(path) for path in args.pool]
+    # No runs yet, but this benchmark's settings: each pooled file is checked against them.
     runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself)]
     if args.repeats:
         console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
