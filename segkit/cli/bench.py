@@ -82,7 +82,7 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     intervals = {name: result.interval(name) for name in ("window_extra_s", "paired_extra_s", "window_ratio",
                                                           "paired_ratio")}
     console.print("95% intervals (the alternations resampled): "
-                  + ", ".join(f"{label} {1e3 * low:.2f}-{1e3 * high:.2f} ms, ratio {ratio[0]:.3f}-{ratio[1]:.3f}"
+                  + ", ".join(f"{label} {1e3 * low:.2f} to {1e3 * high:.2f} ms, ratio {ratio[0]:.3f} to {ratio[1]:.3f}"
                               for label, (low, high), ratio in
                               (("each window's best run", intervals["window_extra_s"], intervals["window_ratio"]),
                                ("median pair", intervals["paired_extra_s"], intervals["paired_ratio"]))))
