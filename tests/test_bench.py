@@ -137,6 +137,28 @@ def test_pooling_refuses_runs_of_other_settings_naming_the_file(tmp_path: Path, 
     assert "other.json: not the --json file of a segkit-bench throughput run" in capsys.readouterr().err
 
 
+def test_two_segkit_train_configs_are_compared_under_the_same_load(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[list[str]] = []
+
+    def segkit(overrides: list[str], warmup: int, steps: int) -> list[float]:
+        launched.append(list(overrides))
+        return [0.015 if "callbacks=none" in overrides else 0.016]
+
+    monkeypatch.setattr(throughput, "time_plain", lambda *a: pytest.fail("the plain loop ran in an A/B of configs"))
+    monkeypatch.setattr(throughput, "time_segkit", segkit)
+    out = tmp_path / "ab.json"
+    args = ["throughput", "--tiny", "--steps", "10", "--warmup", "9", "--repeats", "2"]
+    assert main([*args, "--against-overrides", "callbacks=none", "--json", str(out)]) == 0
+    tiny = ["data.batch_size=8", "data.image_size=32", "model.depth=1", "model.base_width=4"]
+    assert launched == [tiny, [*tiny, "callbacks=none"]] * 2  # alternated: the config, then it with the overrides
+    result = json.loads(out.read_text())["throughput"]
+    assert result["against_overrides"] == ["callbacks=none"]
+    assert result["paired_extra_s_per_step"] == pytest.approx(-0.001)  # the second side is 1 ms a step faster
+    assert main([*args, "--repeats", "0", "--pool", str(out)]) == 2  # not pooled with segkit against plain
+    assert main([*args, "--against-itself", "--against-overrides", "callbacks=none"]) == 2
+
+
 def test_the_interval_shows_how_far_the_alternations_spread_a_figure() -> None:
     def result(pairs_ms: list[float]) -> throughput.ThroughputResult:
         return throughput.ThroughputResult([[0.010]] * len(pairs_ms), [[0.010 + ms / 1e3] for ms in pairs_ms], [], 10)

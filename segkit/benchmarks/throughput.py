@@ -53,6 +53,9 @@ class ThroughputResult:
     steps: int
     warmup: int = 19
     against_itself: bool = False
+    # Set for an A/B of two segkit-train configs: the second side's extra overrides, and the
+    # first side (the "plain" lists) is segkit-train too.
+    against_overrides: list[str] | None = None
 
     @property
     def plain(self) -> list[float]:
@@ -142,7 +145,7 @@ def load_result(path: Path) -> ThroughputResult:
         record = json.loads(path.read_text())["throughput"]
         return ThroughputResult(record["plain_windows_s_per_step"], record["segkit_windows_s_per_step"],
                                 list(record["overrides"]), int(record["steps"]), int(record["warmup"]),
-                                bool(record["against_itself"]))
+                                bool(record["against_itself"]), record.get("against_overrides"))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SegkitError(f"{path}: not the --json file of a segkit-bench throughput run ({error!r}); "
                           "pass files that `segkit-bench throughput --json FILE` wrote") from error
@@ -152,16 +155,16 @@ def pool(results: Sequence[ThroughputResult], sources: Sequence[str]) -> Through
     """One result holding the runs of ``results``, which must share their settings; ``sources``
     names each in the error."""
     first = results[0]
-    settings = ("overrides", "steps", "warmup", "against_itself")
+    settings = ("overrides", "steps", "warmup", "against_itself", "against_overrides")
     for result, source in zip(results[1:], sources[1:]):
         for name in settings:
             if getattr(result, name) != getattr(first, name):
                 raise SegkitError(f"{source}: {name} {getattr(result, name)!r}, not {getattr(first, name)!r} as in "
                                   f"{sources[0]}; pool only runs of the same settings "
-                                  "(--tiny, --steps, --warmup, --override, --against-itself)")
+                                  "(--tiny, --steps, --warmup, --override, --against-itself, --against-overrides)")
     return ThroughputResult([run for result in results for run in result.plain_windows],
                             [run for result in results for run in result.segkit_windows],
-                            first.overrides, first.steps, first.warmup, first.against_itself)
+                            first.overrides, first.steps, first.warmup, first.against_itself, first.against_overrides)
 
 
 def _windows(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> list[float]:
@@ -222,11 +225,14 @@ def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> list[float]
 
 
 def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3,
-                       against_itself: bool = False) -> ThroughputResult:
+                       against_itself: bool = False, against_overrides: Sequence[str] | None = None,
+                       ) -> ThroughputResult:
     """Alternate plain and segkit runs ``repeats`` times, each timing ``steps`` steps after ``warmup``.
 
     ``against_itself`` runs the plain loop in segkit's place: an A/A comparison whose figures,
-    zero but for the machine's noise, show how far that noise moves them.
+    zero but for the machine's noise, show how far that noise moves them. ``against_overrides``
+    runs ``segkit-train`` on both sides, these overrides added on the second: an A/B of two
+    configs under the same load (the first side's figures sit in the ``plain`` lists).
 
     ``warmup`` and ``warmup + steps`` must be steps whose loss TensorBoard receives (``step + 1``
     a multiple of :data:`LOG_EVERY`, unless the overrides log every step).
@@ -238,6 +244,11 @@ def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: 
     """
     plain, segkit = [], []
     for _ in range(repeats):
-        plain.append(time_plain(overrides, warmup, steps))
-        segkit.append((time_plain if against_itself else time_segkit)(overrides, warmup, steps))
-    return ThroughputResult(plain, segkit, list(overrides), steps, warmup, against_itself)
+        if against_overrides is not None:
+            plain.append(time_segkit(overrides, warmup, steps))
+            segkit.append(time_segkit([*overrides, *against_overrides], warmup, steps))
+        else:
+            plain.append(time_plain(overrides, warmup, steps))
+            segkit.append((time_plain if against_itself else time_segkit)(overrides, warmup, steps))
+    return ThroughputResult(plain, segkit, list(overrides), steps, warmup, against_itself,
+                            None if against_overrides is None else list(against_overrides))

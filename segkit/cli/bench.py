@@ -7,6 +7,7 @@ Examples::
     segkit-bench throughput --tiny    # a net of negligible compute: segkit's fixed cost per step
     segkit-bench throughput --tiny --against-itself   # the plain loop against itself: the noise
     segkit-bench throughput --tiny --repeats 0 --pool a.json b.json   # earlier runs, reported together
+    segkit-bench throughput --against-overrides model.channels_last=false   # A/B of two segkit-train configs
     segkit-bench throughput --override callbacks.progress_bar=null ++trainer.enable_progress_bar=false
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
@@ -46,18 +47,24 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
     overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
     what = "tiny net: segkit - plain = fixed cost per step" if args.tiny else "default net"
-    second = "plain again (A/A)" if args.against_itself else "segkit-train"
+    first, second = "plain PyTorch", "plain again (A/A)" if args.against_itself else "segkit-train"
     if args.against_itself:
         what = f"{'tiny' if args.tiny else 'default'} net, the plain loop against itself: the machine's noise"
+    ab = args.against_overrides
+    if ab is not None:
+        if args.against_itself:
+            raise SegkitError("--against-itself and --against-overrides are two comparisons; choose one")
+        first, second = "segkit-train", f"segkit-train {' '.join(ab)}"
+        what = f"{'tiny' if args.tiny else 'default'} net, segkit-train against itself with {' '.join(ab)}"
     earlier = [load_result(path) for path in args.pool]
     # No runs yet, but this benchmark's settings: each pooled file is checked against them.
-    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself)]
+    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself, ab)]
     if args.repeats:
-        console.print(f"throughput ({what}): {args.repeats} x (plain loop, {second}), each a subprocess with its "
+        console.print(f"throughput ({what}): {args.repeats} x ({first}, {second}), each a subprocess with its "
                       f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; "
                       f"overrides: {' '.join(overrides)}")
         with console.status("throughput: training"):
-            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself)]
+            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself, ab)]
     elif not earlier:
         raise SegkitError("--repeats 0 runs nothing: give --pool FILE... to report earlier runs")
     result = pool([*runs, *earlier], ["this benchmark's settings", *map(str, args.pool)])
@@ -69,14 +76,14 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
     table.add_column("ms/step (best)", justify="right")
     table.add_column("median", justify="right")
     table.add_column("runs", justify="right")
-    for name, runs in (("plain PyTorch", result.plain), (second, result.segkit)):
+    for name, runs in ((first, result.plain), (second, result.segkit)):
         table.add_row(name, f"{1e3 * min(runs):.2f}", f"{1e3 * statistics.median(runs):.2f}",
                       ", ".join(f"{1e3 * r:.2f}" for r in runs))
     console.print(table)
-    console.print(f"plain / {second} step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
+    console.print(f"{first} / {second} step time: [bold]{result.ratio:.3f}[/bold] (best runs), "
                   f"{result.median_ratio:.3f} (medians), {result.window_ratio:.3f} (each window's best run), "
                   f"{result.paired_ratio:.3f} (median pair); "
-                  f"{second} - plain: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
+                  f"{second} - {first}: [bold]{1e3 * result.extra_s:.2f} ms[/bold] a step (best runs), "
                   f"{1e3 * result.median_extra_s:.2f} ms (medians), {1e3 * result.window_extra_s:.2f} ms "
                   f"(each window's best run), {1e3 * result.paired_extra_s:.2f} ms (median pair)")
     intervals = {name: result.interval(name) for name in ("window_extra_s", "paired_extra_s", "window_ratio",
@@ -94,7 +101,7 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
             "plain_windows_s_per_step": result.plain_windows, "segkit_windows_s_per_step": result.segkit_windows,
             "intervals_95": {name: list(bounds) for name, bounds in intervals.items()},
             "pooled_from": [str(path) for path in args.pool],
-            "tiny": args.tiny, "against_itself": args.against_itself, "overrides": overrides,
+            "tiny": args.tiny, "against_itself": args.against_itself, "against_overrides": ab, "overrides": overrides,
             "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
 
 
@@ -206,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="alternating runs of each loop (0 with --pool: report the pooled files alone)")
     throughput.add_argument("--against-itself", action="store_true",
                             help="run the plain loop in segkit-train's place (A/A): how far noise moves the figures")
+    throughput.add_argument("--against-overrides", nargs="+", metavar="KEY=VALUE",
+                            help="run segkit-train on both sides, these overrides added on the second (an A/B "
+                                 "of two configs under the same load; no plain loop)")
     throughput.add_argument("--pool", nargs="+", type=Path, default=[], metavar="JSON",
                             help="earlier --json files of this benchmark with the same settings: "
                                  "their runs are reported together with this run's")
