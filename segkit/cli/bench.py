@@ -43,19 +43,25 @@ from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, ThroughputResult, 
 from segkit.errors import SegkitError
 
 
+def _throughput_sides(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The names of the two sides the throughput benchmark alternates, and what it measures."""
+    net = "tiny" if args.tiny else "default"
+    if args.against_overrides is not None:
+        if args.against_itself:
+            raise SegkitError("--against-itself and --against-overrides are two comparisons; choose one")
+        extra = " ".join(args.against_overrides)
+        return "segkit-train", f"segkit-train {extra}", f"{net} net, segkit-train against itself with {extra}"
+    if args.against_itself:
+        return "plain PyTorch", "plain again (A/A)", f"{net} net, the plain loop against itself: the machine's noise"
+    return "plain PyTorch", "segkit-train", ("tiny net: segkit - plain = fixed cost per step" if args.tiny
+                                            else "default net")
+
+
 def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
     size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
     overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
-    what = "tiny net: segkit - plain = fixed cost per step" if args.tiny else "default net"
-    first, second = "plain PyTorch", "plain again (A/A)" if args.against_itself else "segkit-train"
-    if args.against_itself:
-        what = f"{'tiny' if args.tiny else 'default'} net, the plain loop against itself: the machine's noise"
+    first, second, what = _throughput_sides(args)
     ab = args.against_overrides
-    if ab is not None:
-        if args.against_itself:
-            raise SegkitError("--against-itself and --against-overrides are two comparisons; choose one")
-        first, second = "segkit-train", f"segkit-train {' '.join(ab)}"
-        what = f"{'tiny' if args.tiny else 'default'} net, segkit-train against itself with {' '.join(ab)}"
     earlier = [load_result(path) for path in args.pool]
     # No runs yet, but this benchmark's settings: each pooled file is checked against them.
     runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself, ab)]
