@@ -111,11 +111,16 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     def count_held(self) -> None:
         """Count the batches that ``update`` holds (with ``defer_elements``) into ``confmat``."""
-        held, self._held, self._held_elements = self._held, [], 0
+        held = self._take_held()
         if len(held) == 1:
             self._count(*held[0])
         elif held:
             self._count(torch.cat([preds for preds, _ in held]), torch.cat([target for _, target in held]))
+
+    def _take_held(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The held batches, no longer held."""
+        held, self._held, self._held_elements = self._held, [], 0
+        return held
 
     def _count(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         num_classes, ignore = self.num_classes, self.segmentation_ignore_index
@@ -175,11 +180,11 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         return super()._apply(fn, *args, **kwargs)
 
     def reset(self) -> None:
-        self._held, self._held_elements = [], 0
+        self._take_held()
         super().reset()
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._held, self._held_elements = [], 0  # the loaded state replaces what was held
+        self._take_held()  # the loaded state replaces what was held
         super()._load_from_state_dict(*args, **kwargs)
 
     def as_log_dict(self, prefix: str) -> dict[str, torch.Tensor]:
