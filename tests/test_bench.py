@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import needs
 
-from segkit.benchmarks import fcn_latency, plain_loop, throughput
+from segkit.benchmarks import fcn_latency, lightning_loop, plain_loop, throughput
 from segkit.cli.bench import main
 from segkit.errors import SegkitError
 
@@ -159,6 +159,37 @@ def test_two_segkit_train_configs_are_compared_under_the_same_load(tmp_path: Pat
     assert main([*args, "--against-itself", "--against-overrides", "callbacks=none"]) == 2
 
 
+def test_loops_pick_the_two_sides_alternated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[str] = []
+
+    def loop(name: str, seconds: float):  # noqa: ANN202
+        return lambda overrides, warmup, steps: launched.append(name) or [seconds]
+
+    monkeypatch.setattr(throughput, "time_plain", loop("plain", 0.010))
+    monkeypatch.setattr(throughput, "time_lightning", loop("lightning", 0.011))
+    monkeypatch.setattr(throughput, "time_segkit", loop("segkit", 0.0115))
+    out = tmp_path / "ls.json"
+    args = ["throughput", "--tiny", "--steps", "10", "--warmup", "9", "--repeats", "2"]
+    assert main([*args, "--loops", "lightning", "segkit", "--json", str(out)]) == 0
+    assert launched == ["lightning", "segkit"] * 2
+    result = json.loads(out.read_text())["throughput"]
+    assert result["loops"] == ["lightning", "segkit"] and not result["against_itself"]
+    assert result["paired_extra_s_per_step"] == pytest.approx(0.0005)  # what segkit adds to Lightning
+    assert main([*args, "--repeats", "0", "--pool", str(out)]) == 2  # not pooled with segkit against plain
+    assert main([*args, "--loops", "plain", "plain", "--against-itself"]) == 2  # one way to say it
+
+
+def test_files_from_before_loops_were_named_keep_their_comparison(tmp_path: Path) -> None:
+    record = {"plain_windows_s_per_step": [[0.01]], "segkit_windows_s_per_step": [[0.01]], "overrides": [],
+              "steps": 10, "warmup": 9, "against_itself": True}
+    (tmp_path / "aa.json").write_text(json.dumps({"throughput": record}))
+    (tmp_path / "ab.json").write_text(json.dumps({"throughput": {**record, "against_itself": False,
+                                                                 "against_overrides": ["callbacks=none"]}}))
+    assert throughput.load_result(tmp_path / "aa.json").loops == ("plain", "plain")
+    assert throughput.load_result(tmp_path / "aa.json").against_itself
+    assert throughput.load_result(tmp_path / "ab.json").loops == ("segkit", "segkit")
+
+
 def test_the_interval_shows_how_far_the_alternations_spread_a_figure() -> None:
     def result(pairs_ms: list[float]) -> throughput.ThroughputResult:
         return throughput.ThroughputResult([[0.010]] * len(pairs_ms), [[0.010 + ms / 1e3] for ms in pairs_ms], [], 10)
@@ -223,9 +254,9 @@ def test_the_median_pair_leaves_out_a_quiet_spell_that_only_one_loop_caught() ->
     assert result.paired_ratio == pytest.approx(1.5 / 1.7)
 
 
-def test_the_plain_loop_loads_the_batches_segkit_train_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Epoch after epoch (new scenes each epoch with resample_train): the windows of both loops
-    then hold the same work."""
+def test_every_loop_loads_the_batches_segkit_train_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Epoch after epoch (new scenes each epoch with resample_train): the windows of the plain
+    loop, the bare Lightning loop and segkit-train then hold the same work."""
     from segkit.data.synthetic.rendered import RenderedDataset
     from segkit.training.run import train
 
@@ -235,12 +266,14 @@ def test_the_plain_loop_loads_the_batches_segkit_train_loads(tmp_path: Path, mon
                         or render(self, index))
     # 2 steps an epoch: 7 steps reach a third epoch.
     overrides = [*throughput.TINY_NET, "data.train_size=4", "data.batch_size=2", "data.num_workers=0"]
-    plain_loop.plain_step_ends(overrides, 7)
+    assert len(plain_loop.plain_step_ends(overrides, 7)) == 7
     plain, loaded[:] = list(loaded), []
+    assert len(lightning_loop.lightning_step_ends(overrides, 7)) == 7
+    bare_lightning, loaded[:] = list(loaded), []
     train(plain_loop.compose_train_config([*overrides, "trainer.max_steps=7", "++trainer.limit_val_batches=0",
                                            "test=false", "logger=csv"], tmp_path / "run"))
     assert [(split, index // 4) for split, index in plain] == [(0, 0)] * 4 + [(0, 1)] * 4 + [(0, 2)] * 4 + [(0, 3)] * 2
-    assert loaded[:14] == plain
+    assert loaded[:14] == plain == bare_lightning[:14]
 
 
 def test_memory_benchmark_predicts_each_size_in_its_own_process(tmp_path: Path) -> None:

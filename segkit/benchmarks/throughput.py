@@ -9,7 +9,9 @@ timing code is added to what runs.
 
 The plain side, :mod:`segkit.benchmarks.plain_loop`, is a subprocess too: the same composed
 config, data module, seed and net, and the textbook loop over the same training loader (the
-same batches at every step). Both are timed from the end of step ``warmup`` to the end of step
+same batches at every step). A third loop, :mod:`segkit.benchmarks.lightning_loop`, runs that
+same step in a bare Lightning ``Trainer``: against it, segkit-train shows what segkit adds to
+Lightning, and against the plain loop it shows what Lightning itself costs (``loops``). Both are timed from the end of step ``warmup`` to the end of step
 ``warmup + steps`` in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift
 in the machine's load hits both alike. :class:`ThroughputResult` gives the best and the median
 runs, each run at the median of its windows, each window at its fastest run, and the median
@@ -38,6 +40,9 @@ from segkit.errors import SegkitError
 
 # A net whose compute is negligible beside a step's fixed costs (one level, width 4, 32 px).
 TINY_NET = ("model.depth=1", "model.base_width=4", "data.image_size=32")
+# The loops a benchmark can alternate, by name: the textbook loop, the same in a bare Lightning
+# Trainer, and the segkit-train command.
+LOOPS = {"plain": "plain PyTorch", "lightning": "bare Lightning", "segkit": "segkit-train"}
 # TensorBoard writes train/loss every trainer.log_every_n_steps (the default config's 10).
 LOG_EVERY = 10
 
@@ -52,10 +57,16 @@ class ThroughputResult:
     overrides: list[str]
     steps: int
     warmup: int = 19
-    against_itself: bool = False
-    # Set for an A/B of two segkit-train configs: the second side's extra overrides, and the
-    # first side (the "plain" lists) is segkit-train too.
+    # The two loops alternated, of LOOPS: the first side's runs are in the "plain" lists, the
+    # second's in the "segkit" lists.
+    loops: tuple[str, str] = ("plain", "segkit")
+    # The second side's extra overrides, for an A/B of two configs.
     against_overrides: list[str] | None = None
+
+    @property
+    def against_itself(self) -> bool:
+        """The plain loop on both sides with the same config (A/A): its figures are the noise."""
+        return self.loops == ("plain", "plain") and self.against_overrides is None
 
     @property
     def plain(self) -> list[float]:
@@ -132,7 +143,7 @@ class ThroughputResult:
         for _ in range(draws):
             picks = [rng.randrange(count) for _ in range(count)]
             sample = ThroughputResult([self.plain_windows[i] for i in picks], [self.segkit_windows[i] for i in picks],
-                                      self.overrides, self.steps)
+                                      self.overrides, self.steps, self.warmup, self.loops, self.against_overrides)
             values.append(getattr(sample, figure))
         values.sort()
         tail = round((1 - level) / 2 * draws)
@@ -143,9 +154,13 @@ def load_result(path: Path) -> ThroughputResult:
     """The runs of an earlier ``segkit-bench throughput --json PATH``."""
     try:
         record = json.loads(path.read_text())["throughput"]
+        against_overrides = record.get("against_overrides")
+        # Files written before --loops name their loops by the comparison they made.
+        loops = record.get("loops") or (["plain", "plain"] if record["against_itself"] else
+                                        ["segkit", "segkit"] if against_overrides is not None else ["plain", "segkit"])
         return ThroughputResult(record["plain_windows_s_per_step"], record["segkit_windows_s_per_step"],
                                 list(record["overrides"]), int(record["steps"]), int(record["warmup"]),
-                                bool(record["against_itself"]), record.get("against_overrides"))
+                                (loops[0], loops[1]), against_overrides)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SegkitError(f"{path}: not the --json file of a segkit-bench throughput run ({error!r}); "
                           "pass files that `segkit-bench throughput --json FILE` wrote") from error
@@ -155,16 +170,16 @@ def pool(results: Sequence[ThroughputResult], sources: Sequence[str]) -> Through
     """One result holding the runs of ``results``, which must share their settings; ``sources``
     names each in the error."""
     first = results[0]
-    settings = ("overrides", "steps", "warmup", "against_itself", "against_overrides")
+    settings = ("overrides", "steps", "warmup", "loops", "against_overrides")
     for result, source in zip(results[1:], sources[1:]):
         for name in settings:
             if getattr(result, name) != getattr(first, name):
                 raise SegkitError(f"{source}: {name} {getattr(result, name)!r}, not {getattr(first, name)!r} as in "
                                   f"{sources[0]}; pool only runs of the same settings "
-                                  "(--tiny, --steps, --warmup, --override, --against-itself, --against-overrides)")
+                                  "(--tiny, --steps, --warmup, --override, --loops, --against-itself, --against-overrides)")
     return ThroughputResult([run for result in results for run in result.plain_windows],
                             [run for result in results for run in result.segkit_windows],
-                            first.overrides, first.steps, first.warmup, first.against_itself, first.against_overrides)
+                            first.overrides, first.steps, first.warmup, first.loops, first.against_overrides)
 
 
 def _windows(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> list[float]:
@@ -213,26 +228,39 @@ def time_segkit(overrides: Sequence[str], warmup: int, steps: int) -> list[float
         return _windows(segkit_step_ends(run_dir), warmup, steps)
 
 
-def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
-    """Seconds per step of the textbook loop (:mod:`segkit.benchmarks.plain_loop`), as a
-    subprocess, in each window."""
+def _time_loop_module(module: str, overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
+    """Seconds per step, in each window, of ``python -m MODULE OUT.json STEPS OVERRIDES...``, a
+    loop that writes the end time of every step to OUT.json."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "steps.json"
-        _run([sys.executable, "-m", "segkit.benchmarks.plain_loop", str(out), str(warmup + steps + 1), *overrides],
-             Path(tmp) / "plain.log")
+        _run([sys.executable, "-m", module, str(out), str(warmup + steps + 1), *overrides], Path(tmp) / "loop.log")
         ends = json.loads(out.read_text())["step_ends"]
         return _windows(dict(enumerate(ends)), warmup, steps)
 
 
-def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3,
-                       against_itself: bool = False, against_overrides: Sequence[str] | None = None,
-                       ) -> ThroughputResult:
-    """Alternate plain and segkit runs ``repeats`` times, each timing ``steps`` steps after ``warmup``.
+def time_plain(overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
+    """Seconds per step of the textbook loop (:mod:`segkit.benchmarks.plain_loop`), as a
+    subprocess, in each window."""
+    return _time_loop_module("segkit.benchmarks.plain_loop", overrides, warmup, steps)
 
-    ``against_itself`` runs the plain loop in segkit's place: an A/A comparison whose figures,
-    zero but for the machine's noise, show how far that noise moves them. ``against_overrides``
-    runs ``segkit-train`` on both sides, these overrides added on the second: an A/B of two
-    configs under the same load (the first side's figures sit in the ``plain`` lists).
+
+def time_lightning(overrides: Sequence[str], warmup: int, steps: int) -> list[float]:
+    """Seconds per step of the same loop in a bare Lightning ``Trainer``
+    (:mod:`segkit.benchmarks.lightning_loop`), as a subprocess, in each window."""
+    return _time_loop_module("segkit.benchmarks.lightning_loop", overrides, warmup, steps)
+
+
+def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: int = 19, repeats: int = 3,
+                       loops: tuple[str, str] = ("plain", "segkit"), against_overrides: Sequence[str] | None = None,
+                       ) -> ThroughputResult:
+    """Alternate runs of the two ``loops`` (of :data:`LOOPS`) ``repeats`` times, each timing
+    ``steps`` steps after ``warmup``.
+
+    The same loop on both sides (``("plain", "plain")``, an A/A comparison) gives figures that are
+    zero but for the machine's noise, and so shows how far that noise moves them.
+    ``("lightning", "segkit")`` separates what segkit adds from what Lightning costs.
+    ``against_overrides`` are added to the second side's config: with ``("segkit", "segkit")``, an
+    A/B of two configs under the same load.
 
     ``warmup`` and ``warmup + steps`` must be steps whose loss TensorBoard receives (``step + 1``
     a multiple of :data:`LOG_EVERY`, unless the overrides log every step).
@@ -242,13 +270,15 @@ def measure_throughput(overrides: Sequence[str] = (), steps: int = 180, warmup: 
         >>> r.ratio > 0 and len(r.plain) == len(r.segkit) == 1 and len(r.plain_windows[0]) == 1
         True
     """
-    plain, segkit = [], []
+    # Looked up when called, so that each loop's timer is the module's current one.
+    timers = {"plain": time_plain, "lightning": time_lightning, "segkit": time_segkit}
+    unknown = [loop for loop in loops if loop not in LOOPS]
+    if unknown or len(loops) != 2:
+        raise SegkitError(f"loops {list(loops)}: give two of {', '.join(LOOPS)}")
+    first, second = timers[loops[0]], timers[loops[1]]
+    firsts, seconds = [], []
     for _ in range(repeats):
-        if against_overrides is not None:
-            plain.append(time_segkit(overrides, warmup, steps))
-            segkit.append(time_segkit([*overrides, *against_overrides], warmup, steps))
-        else:
-            plain.append(time_plain(overrides, warmup, steps))
-            segkit.append((time_plain if against_itself else time_segkit)(overrides, warmup, steps))
-    return ThroughputResult(plain, segkit, list(overrides), steps, warmup, against_itself,
+        firsts.append(first(overrides, warmup, steps))
+        seconds.append(second([*overrides, *(against_overrides or ())], warmup, steps))
+    return ThroughputResult(firsts, seconds, list(overrides), steps, warmup, (loops[0], loops[1]),
                             None if against_overrides is None else list(against_overrides))

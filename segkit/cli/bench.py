@@ -8,6 +8,7 @@ Examples::
     segkit-bench throughput --tiny --against-itself   # the plain loop against itself: the noise
     segkit-bench throughput --tiny --repeats 0 --pool a.json b.json   # earlier runs, reported together
     segkit-bench throughput --against-overrides model.channels_last=false   # A/B of two segkit-train configs
+    segkit-bench throughput --tiny --loops lightning segkit   # what segkit adds to a bare Lightning loop
     segkit-bench throughput --override callbacks.progress_bar=null ++trainer.enable_progress_bar=false
     segkit-bench fcn --fcn-size 500 --fcn-repeats 5   # needs: pip install --no-deps torchfcn
     segkit-bench dense --dense-size 512                # patch CNN: dense form vs naive scan
@@ -39,38 +40,51 @@ from segkit.cli import bench_microscopy, bench_sweeps
 from segkit.benchmarks.fcn_latency import bf16_support, measure_fcn_latency, summarise
 from segkit.benchmarks.learning import SET_NAMES, measure_learning
 from segkit.benchmarks.predict_memory import measure_predict_memory
-from segkit.benchmarks.throughput import LOG_EVERY, TINY_NET, ThroughputResult, load_result, measure_throughput, pool
+from segkit.benchmarks.throughput import (LOG_EVERY, LOOPS, TINY_NET, ThroughputResult, load_result,
+                                          measure_throughput, pool)
 from segkit.errors import SegkitError
 
 
-def _throughput_sides(args: argparse.Namespace) -> tuple[str, str, str]:
+def _throughput_loops(args: argparse.Namespace) -> tuple[str, str]:
+    """The two loops the throughput benchmark alternates (see ``--loops``)."""
+    if args.against_itself:
+        if args.loops or args.against_overrides is not None:
+            raise SegkitError("--against-itself is --loops plain plain; give it alone, without --loops or "
+                              "--against-overrides")
+        return "plain", "plain"
+    if args.loops:
+        return args.loops[0], args.loops[1]
+    return ("segkit", "segkit") if args.against_overrides is not None else ("plain", "segkit")
+
+
+def _throughput_sides(args: argparse.Namespace, loops: tuple[str, str]) -> tuple[str, str, str]:
     """The names of the two sides the throughput benchmark alternates, and what it measures."""
     net = "tiny" if args.tiny else "default"
+    first, second = LOOPS[loops[0]], LOOPS[loops[1]]
     if args.against_overrides is not None:
-        if args.against_itself:
-            raise SegkitError("--against-itself and --against-overrides are two comparisons; choose one")
-        extra = " ".join(args.against_overrides)
-        return "segkit-train", f"segkit-train {extra}", f"{net} net, segkit-train against itself with {extra}"
-    if args.against_itself:
-        return "plain PyTorch", "plain again (A/A)", f"{net} net, the plain loop against itself: the machine's noise"
-    return "plain PyTorch", "segkit-train", ("tiny net: segkit - plain = fixed cost per step" if args.tiny
-                                            else "default net")
+        second = f"{second} {' '.join(args.against_overrides)}"
+    if first == second:
+        return first, f"{second} again (A/A)", f"{net} net, {first} against itself: the machine's noise"
+    if loops == ("plain", "segkit") and args.tiny:
+        return first, second, "tiny net: segkit - plain = fixed cost per step"
+    return first, second, f"{net} net, {second} against {first}"
 
 
 def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
     size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
     overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
-    first, second, what = _throughput_sides(args)
+    loops = _throughput_loops(args)
+    first, second, what = _throughput_sides(args, loops)
     ab = args.against_overrides
     earlier = [load_result(path) for path in args.pool]
     # No runs yet, but this benchmark's settings: each pooled file is checked against them.
-    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, args.against_itself, ab)]
+    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, loops, ab)]
     if args.repeats:
         console.print(f"throughput ({what}): {args.repeats} x ({first}, {second}), each a subprocess with its "
                       f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; "
                       f"overrides: {' '.join(overrides)}")
         with console.status("throughput: training"):
-            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, args.against_itself, ab)]
+            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, loops, ab)]
     elif not earlier:
         raise SegkitError("--repeats 0 runs nothing: give --pool FILE... to report earlier runs")
     result = pool([*runs, *earlier], ["this benchmark's settings", *map(str, args.pool)])
@@ -107,7 +121,8 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
             "plain_windows_s_per_step": result.plain_windows, "segkit_windows_s_per_step": result.segkit_windows,
             "intervals_95": {name: list(bounds) for name, bounds in intervals.items()},
             "pooled_from": [str(path) for path in args.pool],
-            "tiny": args.tiny, "against_itself": args.against_itself, "against_overrides": ab, "overrides": overrides,
+            "tiny": args.tiny, "loops": list(loops), "against_itself": result.against_itself, "against_overrides": ab,
+            "overrides": overrides,
             "steps": result.steps, "warmup": args.warmup, "threads": torch.get_num_threads()}
 
 
@@ -217,11 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--image-size", type=int, default=64, help="data.image_size")
     throughput.add_argument("--repeats", type=int, default=3,
                             help="alternating runs of each loop (0 with --pool: report the pooled files alone)")
+    throughput.add_argument("--loops", nargs=2, choices=list(LOOPS), metavar=("FIRST", "SECOND"),
+                            help=f"the two loops alternated, of {', '.join(LOOPS)} (default: plain segkit); "
+                                 "lightning is the plain loop in a bare Lightning Trainer, so lightning segkit "
+                                 "is what segkit adds to Lightning")
     throughput.add_argument("--against-itself", action="store_true",
-                            help="run the plain loop in segkit-train's place (A/A): how far noise moves the figures")
+                            help="--loops plain plain (A/A): how far noise moves the figures")
     throughput.add_argument("--against-overrides", nargs="+", metavar="KEY=VALUE",
-                            help="run segkit-train on both sides, these overrides added on the second (an A/B "
-                                 "of two configs under the same load; no plain loop)")
+                            help="these overrides added on the second side; without --loops, segkit-train on both "
+                                 "sides (an A/B of two configs under the same load)")
     throughput.add_argument("--pool", nargs="+", type=Path, default=[], metavar="JSON",
                             help="earlier --json files of this benchmark with the same settings: "
                                  "their runs are reported together with this run's")
