@@ -15,21 +15,14 @@ Example::
 
 from __future__ import annotations
 
-import json
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
-from segkit.benchmarks.plain_loop import compose_train_config
-from segkit.training.build import instantiate_model
-from segkit.training.cuda_check import skip_failing_nvml_check
+from segkit.benchmarks.plain_loop import loop_parts, write_step_ends
 
 
 class BareModule(L.LightningModule):
@@ -57,15 +50,7 @@ class BareModule(L.LightningModule):
 def lightning_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
     """``time.perf_counter()`` at the end of each of ``steps`` steps of :class:`BareModule` in a
     bare ``Trainer``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_train_config(overrides, Path(tmp))
-    # As in both other loops: no failed NVML load per optimiser step (segkit.training.cuda_check).
-    skip_failing_nvml_check()
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = instantiate(cfg.data)
-    net = instantiate_model(cfg.model, datamodule).net
-    memory_format = torch.channels_last if cfg.model.get("channels_last") else torch.contiguous_format
-    net.to(memory_format=memory_format)
+    datamodule, net, memory_format = loop_parts(overrides)
     module = BareModule(net, datamodule.ignore_index, memory_format)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -76,8 +61,7 @@ def lightning_step_ends(overrides: Sequence[str], steps: int) -> list[float]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``lightning_loop OUT.json STEPS [OVERRIDES...]``: write ``{"step_ends": [...]}`` to OUT.json."""
-    out, steps, *overrides = list(sys.argv[1:] if argv is None else argv)
-    Path(out).write_text(json.dumps({"step_ends": lightning_step_ends(overrides, int(steps))}))
+    write_step_ends(argv, lightning_step_ends)
 
 
 if __name__ == "__main__":

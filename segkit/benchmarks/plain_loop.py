@@ -44,10 +44,9 @@ def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConf
     return cfg
 
 
-def plain_step_ends(overrides: Sequence[str], steps: int,
-                    before_step: Callable[[int], None] | None = None) -> list[float]:
-    """``time.perf_counter()`` at the end of each of ``steps`` textbook training steps;
-    ``before_step(i)`` is called as step ``i`` starts, before its batch is loaded."""
+def loop_parts(overrides: Sequence[str]) -> tuple[L.LightningDataModule, torch.nn.Module, torch.memory_format]:
+    """The data module and net of ``segkit-train OVERRIDES``, seeded as it seeds them, the net in
+    its memory order (``model.channels_last``; a good loop would use it too)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train_config(overrides, Path(tmp))
     # A loop that never imported Lightning asks torch for CUDA without NVML (segkit.training.cuda_check);
@@ -56,11 +55,23 @@ def plain_step_ends(overrides: Sequence[str], steps: int,
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data)
     net = instantiate_model(cfg.model, datamodule).net
+    memory_format = torch.channels_last if cfg.model.get("channels_last") else torch.contiguous_format
+    return datamodule, net.to(memory_format=memory_format), memory_format
+
+
+def write_step_ends(argv: Sequence[str] | None, step_ends: Callable[[Sequence[str], int], list[float]]) -> None:
+    """``OUT.json STEPS [OVERRIDES...]``: write ``{"step_ends": step_ends(OVERRIDES, STEPS)}`` to OUT.json."""
+    out, steps, *overrides = list(sys.argv[1:] if argv is None else argv)
+    Path(out).write_text(json.dumps({"step_ends": step_ends(overrides, int(steps))}))
+
+
+def plain_step_ends(overrides: Sequence[str], steps: int,
+                    before_step: Callable[[int], None] | None = None) -> list[float]:
+    """``time.perf_counter()`` at the end of each of ``steps`` textbook training steps;
+    ``before_step(i)`` is called as step ``i`` starts, before its batch is loaded."""
+    datamodule, net, memory_format = loop_parts(overrides)
     datamodule.setup("fit")
     net.train()
-    # The same memory order as segkit's module (model.channels_last): a good loop would use it too.
-    memory_format = torch.channels_last if cfg.model.get("channels_last") else torch.contiguous_format
-    net.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     ends: list[float] = []
     if before_step is not None:
@@ -89,8 +100,7 @@ def plain_step_ends(overrides: Sequence[str], steps: int,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``plain_loop OUT.json STEPS [OVERRIDES...]``: write ``{"step_ends": [...]}`` to OUT.json."""
-    out, steps, *overrides = list(sys.argv[1:] if argv is None else argv)
-    Path(out).write_text(json.dumps({"step_ends": plain_step_ends(overrides, int(steps))}))
+    write_step_ends(argv, plain_step_ends)
 
 
 if __name__ == "__main__":
