@@ -11,9 +11,10 @@ The plain side, :mod:`segkit.benchmarks.plain_loop`, is a subprocess too: the sa
 config, data module, seed and net, and the textbook loop over the same training loader (the
 same batches at every step). A third loop, :mod:`segkit.benchmarks.lightning_loop`, runs that
 same step in a bare Lightning ``Trainer``: against it, segkit-train shows what segkit adds to
-Lightning, and against the plain loop it shows what Lightning itself costs (``loops``). Both are timed from the end of step ``warmup`` to the end of step
-``warmup + steps`` in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift
-in the machine's load hits both alike. :class:`ThroughputResult` gives the best and the median
+Lightning, and against the plain loop it shows what Lightning itself costs (``loops``). The two
+loops compared are timed from the end of step ``warmup`` to the end of step ``warmup + steps``
+in 10-step windows; runs alternate (plain, segkit, plain, ...) so that drift in the machine's
+load hits both alike. :class:`ThroughputResult` gives the best and the median
 runs, each run at the median of its windows, each window at its fastest run, and the median
 over the alternated pairs of runs, each with a bootstrap interval; :func:`pool` joins the runs of
 several benchmarks of the same settings (``--json`` files, :func:`load_result`).
