@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from segkit.errors import SegkitError
@@ -143,8 +143,8 @@ class ThroughputResult:
         values = []
         for _ in range(draws):
             picks = [rng.randrange(count) for _ in range(count)]
-            sample = ThroughputResult([self.plain_windows[i] for i in picks], [self.segkit_windows[i] for i in picks],
-                                      self.overrides, self.steps, self.warmup, self.loops, self.against_overrides)
+            sample = replace(self, plain_windows=[self.plain_windows[i] for i in picks],
+                             segkit_windows=[self.segkit_windows[i] for i in picks])
             values.append(getattr(sample, figure))
         values.sort()
         tail = round((1 - level) / 2 * draws)
@@ -178,9 +178,8 @@ def pool(results: Sequence[ThroughputResult], sources: Sequence[str]) -> Through
                 raise SegkitError(f"{source}: {name} {getattr(result, name)!r}, not {getattr(first, name)!r} as in "
                                   f"{sources[0]}; pool only runs of the same settings "
                                   "(--tiny, --steps, --warmup, --override, --loops, --against-itself, --against-overrides)")
-    return ThroughputResult([run for result in results for run in result.plain_windows],
-                            [run for result in results for run in result.segkit_windows],
-                            first.overrides, first.steps, first.warmup, first.loops, first.against_overrides)
+    return replace(first, plain_windows=[run for result in results for run in result.plain_windows],
+                   segkit_windows=[run for result in results for run in result.segkit_windows])
 
 
 def _windows(ends: dict[int, float], warmup: int, steps: int, every: int = LOG_EVERY) -> list[float]:
