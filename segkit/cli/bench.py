@@ -70,27 +70,9 @@ def _throughput_sides(args: argparse.Namespace, loops: tuple[str, str]) -> tuple
     return first, second, f"{net} net, {second} against {first}"
 
 
-def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
-    size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
-    overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
-    loops = _throughput_loops(args)
-    first, second, what = _throughput_sides(args, loops)
-    ab = args.against_overrides
-    earlier = [load_result(path) for path in args.pool]
-    # No runs yet, but this benchmark's settings: each pooled file is checked against them.
-    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, loops, ab)]
-    if args.repeats:
-        console.print(f"throughput ({what}): {args.repeats} x ({first}, {second}), each a subprocess with its "
-                      f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; "
-                      f"overrides: {' '.join(overrides)}")
-        with console.status("throughput: training"):
-            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, loops, ab)]
-    elif not earlier:
-        raise SegkitError("--repeats 0 runs nothing: give --pool FILE... to report earlier runs")
-    result = pool([*runs, *earlier], ["this benchmark's settings", *map(str, args.pool)])
-    if earlier:
-        console.print(f"throughput ({what}): {len(result.plain)} alternations pooled from "
-                      f"{', '.join(map(str, args.pool))}{' and this run' if args.repeats else ''}")
+def _print_throughput(result: ThroughputResult, first: str, second: str, overrides: list[str],
+                      console: Console) -> dict[str, tuple[float, float]]:
+    """Print the runs of both sides and the figures comparing them; return the figures' 95% intervals."""
     table = Table(title=f"Training step time, {' '.join(overrides)}, {torch.get_num_threads()} threads")
     table.add_column("loop")
     table.add_column("ms/step (best)", justify="right")
@@ -113,6 +95,31 @@ def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]
                               for label, (low, high), ratio in
                               (("each window's best run", intervals["window_extra_s"], intervals["window_ratio"]),
                                ("median pair", intervals["paired_extra_s"], intervals["paired_ratio"]))))
+    return intervals
+
+
+def _throughput(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    size = ["data.image_size=32"] if args.tiny else [f"data.image_size={args.image_size}"]
+    overrides = [f"data.batch_size={args.batch_size}", *size, *(TINY_NET[:2] if args.tiny else ()), *args.override]
+    loops = _throughput_loops(args)
+    first, second, what = _throughput_sides(args, loops)
+    ab = args.against_overrides
+    earlier = [load_result(path) for path in args.pool]
+    # No runs yet, but this benchmark's settings: each pooled file is checked against them.
+    runs = [ThroughputResult([], [], overrides, args.steps, args.warmup, loops, ab)]
+    if args.repeats:
+        console.print(f"throughput ({what}): {args.repeats} x ({first}, {second}), each a subprocess with its "
+                      f"output to a file; steps {args.warmup + 1}-{args.warmup + args.steps}; "
+                      f"overrides: {' '.join(overrides)}")
+        with console.status("throughput: training"):
+            runs = [measure_throughput(overrides, args.steps, args.warmup, args.repeats, loops, ab)]
+    elif not earlier:
+        raise SegkitError("--repeats 0 runs nothing: give --pool FILE... to report earlier runs")
+    result = pool([*runs, *earlier], ["this benchmark's settings", *map(str, args.pool)])
+    if earlier:
+        console.print(f"throughput ({what}): {len(result.plain)} alternations pooled from "
+                      f"{', '.join(map(str, args.pool))}{' and this run' if args.repeats else ''}")
+    intervals = _print_throughput(result, first, second, overrides, console)
     return {"plain_s_per_step": result.plain, "segkit_s_per_step": result.segkit, "ratio": result.ratio,
             "median_ratio": result.median_ratio, "window_ratio": result.window_ratio,
             "extra_s_per_step": result.extra_s, "median_extra_s_per_step": result.median_extra_s,
